@@ -43,3 +43,12 @@ type Payout struct {
 	CreatedAt time.Time    `json:"created_at"`
 	UpdatedAt time.Time    `json:"updated_at"`
 }
+
+// Earnings are what a provider has earned: rewards of the jobs its
+// coordinator booked as completed under it.
+type Earnings struct {
+	Total     Lamports `json:"total_lamports"`
+	Today     Lamports `json:"today_lamports"`
+	Completed int64    `json:"jobs_completed"`
+	Failed    int64    `json:"jobs_failed"`
+}

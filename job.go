@@ -332,3 +332,37 @@ func (r *JobResult) Check() error {
 	}
 	return nil
 }
+
+// ReportKind says how a job ended on a provider.
+type ReportKind string
+
+// Report kinds.
+const (
+	ReportCompleted ReportKind = "completed"
+	ReportFailed    ReportKind = "failed"
+)
+
+// Report is what a provider owes its coordinator when a job ends. It waits
+// in the provider's durable outbox until the coordinator acknowledges it.
+type Report struct {
+	JobID     string     `json:"job_id"`
+	Kind      ReportKind `json:"kind"`
+	Result    JobResult  `json:"result"`
+	Reason    string     `json:"reason,omitempty"`
+	Retryable bool       `json:"retryable,omitempty"`
+	At        time.Time  `json:"at"`
+	Attempts  int        `json:"attempts"` // delivery attempts so far
+}
+
+// Stats are a coordinator's counters.
+type Stats struct {
+	Jobs              map[JobStatus]int64 `json:"jobs"`
+	JobsTotal         int64               `json:"jobs_total"`
+	Agents            int64               `json:"agents"`
+	AgentsOnline      int64               `json:"agents_online"`
+	RewardsCompleted  Lamports            `json:"rewards_completed_lamports"`
+	PayoutsPending    int64               `json:"payouts_pending"`
+	PayoutsPendingSum Lamports            `json:"payouts_pending_lamports"`
+	PayoutsPaid       int64               `json:"payouts_finalized"`
+	PayoutsPaidSum    Lamports            `json:"payouts_finalized_lamports"`
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/node3/node3/node"
+)
+
+type runFlags struct {
+	coordinator, provider  bool
+	dataDir, marketURL     string
+	marketHost, agentHost  string
+	marketPort, agentPort  int
+	skipGPU, allowCommands bool
+	slots                  int
+	walletPath, logLevel   string
+	lease, sweep, pollWait time.Duration
+	adminKey               string
+}
+
+func newRunCmd() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run a node: a provider, and with --coordinator also a marketplace",
+		Long: `Run a node until interrupted.
+
+A provider registers with its marketplace (MARKETPLACE_URL), long-polls for
+jobs its GPUs can run, runs them and reports each result through a durable
+outbox. With --coordinator the node also serves the marketplace REST API
+(port 8000) and, unless --provider=false, works for itself.
+
+The node's own API (status, job history, earnings) listens on 127.0.0.1:8080.`,
+		Example: `  # a marketplace that also runs jobs, in demo mode (simulated GPU)
+  SKIP_GPU_CHECK=true node3 run --coordinator
+
+  # a provider joining it
+  node3 run --marketplace-url http://coordinator.example:8000 --data-dir ~/.node3-provider`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runNode(cmd, f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.BoolVar(&f.coordinator, "coordinator", false, "also run the marketplace (REST API, job board, leases, payouts)")
+	fs.BoolVar(&f.provider, "provider", true, "run jobs on this machine")
+	fs.StringVar(&f.dataDir, "data-dir", defaultDataDir(), "directory for the ledger, wallet, keys and logs")
+	fs.StringVar(&f.marketURL, "marketplace-url", "", "marketplace a provider works for (default: this node's own with --coordinator)")
+	fs.StringVar(&f.marketHost, "marketplace-host", "", "address the marketplace API binds to (default all interfaces)")
+	fs.IntVar(&f.marketPort, "marketplace-port", 8000, "marketplace API port")
+	fs.StringVar(&f.agentHost, "agent-host", "127.0.0.1", "address the node API binds to")
+	fs.IntVar(&f.agentPort, "agent-port", 8080, "node API port")
+	fs.BoolVar(&f.skipGPU, "skip-gpu-check", false, "demo mode: offer a simulated GPU instead of detecting real ones")
+	fs.BoolVar(&f.allowCommands, "allow-commands", false, "run `command` jobs (arbitrary programs) natively on this machine")
+	fs.IntVar(&f.slots, "slots", 8, "jobs needing no GPU that may run at once")
+	fs.StringVar(&f.walletPath, "wallet", "", "provider wallet key file, Solana CLI format (default <data-dir>/wallet.json)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&f.lease, "lease", 30*time.Second, "coordinator: how long an accept or heartbeat holds a job")
+	fs.DurationVar(&f.sweep, "sweep-interval", time.Second, "coordinator: how often lapsed leases and expired jobs are swept")
+	fs.DurationVar(&f.pollWait, "poll-wait", 25*time.Second, "provider: how long one long-poll for jobs waits")
+	fs.StringVar(&f.adminKey, "admin-key", "", "coordinator admin key (prefer the environment variable; default: generated once and stored in <data-dir>/admin_api_key)")
+	bindEnv(fs, "data-dir", "NODE3_DATA_DIR")
+	bindEnv(fs, "marketplace-url", "MARKETPLACE_URL")
+	bindEnv(fs, "marketplace-port", "MARKETPLACE_PORT")
+	bindEnv(fs, "agent-port", "AGENT_PORT")
+	bindEnv(fs, "skip-gpu-check", "SKIP_GPU_CHECK")
+	bindEnv(fs, "wallet", "WALLET_PATH")
+	bindEnv(fs, "log-level", "LOG_LEVEL")
+	bindEnv(fs, "admin-key", "ADMIN_API_KEY")
+	bindEnv(fs, "allow-commands", "NODE3_ALLOW_COMMANDS")
+	return cmd
+}
+
+func checkPort(name string, p int) error {
+	if p < 0 || p > 65535 {
+		return fmt.Errorf("--%s %d is not a port (0–65535)", name, p)
+	}
+	return nil
+}
+
+func runNode(cmd *cobra.Command, f runFlags) error {
+	for name, p := range map[string]int{"marketplace-port": f.marketPort, "agent-port": f.agentPort} {
+		if err := checkPort(name, p); err != nil {
+			return err
+		}
+	}
+	if f.slots < 1 || f.slots > 1024 {
+		return fmt.Errorf("--slots %d: want 1–1024", f.slots)
+	}
+	role := "agent"
+	if f.coordinator {
+		role = "coordinator"
+	}
+	log, closeLog, err := newLogger(cmd.ErrOrStderr(), f.logLevel, f.dataDir, role)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	ctx := cmd.Context()
+	n, err := node.New(ctx, node.Config{
+		DataDir:           f.dataDir,
+		Coordinator:       f.coordinator,
+		Provider:          f.provider,
+		MarketplaceListen: net.JoinHostPort(f.marketHost, strconv.Itoa(f.marketPort)),
+		NodeListen:        net.JoinHostPort(f.agentHost, strconv.Itoa(f.agentPort)),
+		MarketplaceURL:    f.marketURL,
+		AdminKey:          f.adminKey,
+		Simulate:          f.skipGPU,
+		AllowCommands:     f.allowCommands,
+		Slots:             f.slots,
+		WalletPath:        f.walletPath,
+		Lease:             f.lease,
+		SweepInterval:     f.sweep,
+		PollWait:          f.pollWait,
+		Version:           buildVersion(),
+		Logger:            log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		n.Close()
+		return err
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "node3 %s running (data in %s)\n", buildVersion(), f.dataDir)
+	if f.coordinator {
+		fmt.Fprintf(out, "  marketplace API: %s\n", n.MarketplaceURL())
+		if key, created := n.AdminKey(); created {
+			fmt.Fprintf(out, "  admin API key (shown once; stored in %s):\n    ADMIN_API_KEY=%s\n", filepath.Join(f.dataDir, "admin_api_key"), key)
+		}
+	}
+	fmt.Fprintf(out, "  node API:        %s\n", n.NodeURL())
+	if f.provider && len(n.GPUs()) == 0 {
+		fmt.Fprintln(out, "  no GPU found and demo mode is off (SKIP_GPU_CHECK=true): taking only jobs that need no GPU")
+	}
+	fmt.Fprintln(out, "Press Ctrl-C to stop.")
+	<-ctx.Done()
+	fmt.Fprintln(out, "stopping…")
+	return n.Close()
+}

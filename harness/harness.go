@@ -1,0 +1,333 @@
+// Package harness starts a whole node3 network in one process: a
+// coordinator and N providers, each a full node with its own data
+// directory, ports, ledger and (simulated) GPUs. It can kill and restart
+// nodes for fault tests, submit jobs and wait for their states. `node3 up`,
+// `node3 e2e`, the integration tests and the system benchmarks use it.
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/node3/node3"
+	"github.com/node3/node3/gpu"
+	"github.com/node3/node3/httpapi"
+	"github.com/node3/node3/node"
+)
+
+// Config describes a local network.
+type Config struct {
+	Dir       string // parent of every node's data directory (required)
+	Providers int    // number of provider nodes (default 2; 0 is allowed with NoProviders)
+	// NoProviders starts a coordinator alone.
+	NoProviders bool
+	// MarketplaceListen is the coordinator API's address (default 127.0.0.1:0).
+	MarketplaceListen string
+	// NodeListen returns node i's API address; i = 0 is the coordinator,
+	// 1..N the providers (default 127.0.0.1:0 for all).
+	NodeListen func(i int) string
+	// GPUs returns provider i's (1-based) simulated GPUs (default gpu.SimulatedPreset(i-1)).
+	GPUs func(i int) []node3.GPU
+
+	AllowCommands bool
+	Slots         int
+	Lease         time.Duration
+	SweepInterval time.Duration
+	PollWait      time.Duration
+	AdminKey      string
+	Version       string
+	Logger        *slog.Logger
+}
+
+// Network is a running local network.
+type Network struct {
+	cfg       Config
+	ctx       context.Context
+	log       *slog.Logger
+	mu        sync.Mutex
+	coord     *node.Node
+	providers []*node.Node // nil while killed
+	marketURL string       // fixed across coordinator restarts
+	market    string       // listen address fixed at first start
+	admin     *httpapi.Client
+}
+
+// Start starts the coordinator and the providers.
+func Start(ctx context.Context, cfg Config) (*Network, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("harness: Dir is required")
+	}
+	if cfg.Providers == 0 && !cfg.NoProviders {
+		cfg.Providers = 2
+	}
+	if cfg.MarketplaceListen == "" {
+		cfg.MarketplaceListen = "127.0.0.1:0"
+	}
+	if cfg.NodeListen == nil {
+		cfg.NodeListen = func(int) string { return "127.0.0.1:0" }
+	}
+	if cfg.GPUs == nil {
+		cfg.GPUs = func(i int) []node3.GPU { return gpu.SimulatedPreset(i - 1) }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	nw := &Network{cfg: cfg, ctx: ctx, log: cfg.Logger, market: cfg.MarketplaceListen}
+	if err := nw.startCoordinator(); err != nil {
+		return nil, err
+	}
+	nw.providers = make([]*node.Node, cfg.Providers)
+	for i := range nw.providers {
+		if err := nw.Restart(i); err != nil {
+			nw.Close()
+			return nil, err
+		}
+	}
+	return nw, nil
+}
+
+func (nw *Network) startCoordinator() error {
+	n, err := node.New(nw.ctx, node.Config{
+		DataDir:           filepath.Join(nw.cfg.Dir, "coordinator"),
+		Coordinator:       true,
+		MarketplaceListen: nw.market,
+		NodeListen:        nw.cfg.NodeListen(0),
+		AdminKey:          nw.cfg.AdminKey,
+		Lease:             nw.cfg.Lease,
+		SweepInterval:     nw.cfg.SweepInterval,
+		Version:           nw.cfg.Version,
+		Logger:            nw.log.With("node", "coordinator"),
+	})
+	if err != nil {
+		return fmt.Errorf("harness: coordinator: %w", err)
+	}
+	if err := n.Start(nw.ctx); err != nil {
+		n.Close()
+		return err
+	}
+	key, _ := n.AdminKey()
+	admin, err := httpapi.NewClient(httpapi.ClientConfig{BaseURL: n.MarketplaceURL(), AdminKey: key})
+	if err != nil {
+		n.Close()
+		return err
+	}
+	nw.mu.Lock()
+	nw.coord, nw.admin, nw.marketURL = n, admin, n.MarketplaceURL()
+	// Restarts reuse the port the first start got, so providers find it.
+	nw.market = n.MarketplaceURL()[len("http://"):]
+	nw.mu.Unlock()
+	return nil
+}
+
+// ProviderName is provider i's name in logs and directories.
+func ProviderName(i int) string { return "provider-" + strconv.Itoa(i+1) }
+
+// Restart starts provider i (0-based) again on its data directory (or for
+// the first time).
+func (nw *Network) Restart(i int) error {
+	nw.mu.Lock()
+	if nw.providers[i] != nil {
+		nw.mu.Unlock()
+		return fmt.Errorf("harness: %s is running", ProviderName(i))
+	}
+	url := nw.marketURL
+	nw.mu.Unlock()
+	n, err := node.New(nw.ctx, node.Config{
+		DataDir:        filepath.Join(nw.cfg.Dir, ProviderName(i)),
+		Provider:       true,
+		NodeListen:     nw.cfg.NodeListen(i + 1),
+		MarketplaceURL: url,
+		Simulate:       true,
+		SimulatedGPUs:  nw.cfg.GPUs(i + 1),
+		AllowCommands:  nw.cfg.AllowCommands,
+		Slots:          nw.cfg.Slots,
+		PollWait:       nw.cfg.PollWait,
+		Version:        nw.cfg.Version,
+		Logger:         nw.log.With("node", ProviderName(i)),
+	})
+	if err != nil {
+		return fmt.Errorf("harness: %s: %w", ProviderName(i), err)
+	}
+	if err := n.Start(nw.ctx); err != nil {
+		n.Close()
+		return err
+	}
+	nw.mu.Lock()
+	nw.providers[i] = n
+	nw.mu.Unlock()
+	return nil
+}
+
+// Kill stops provider i as a crash would: it reports nothing more.
+func (nw *Network) Kill(i int) error {
+	nw.mu.Lock()
+	n := nw.providers[i]
+	nw.providers[i] = nil
+	nw.mu.Unlock()
+	if n == nil {
+		return fmt.Errorf("harness: %s is not running", ProviderName(i))
+	}
+	return n.Kill()
+}
+
+// KillCoordinator stops the coordinator abruptly.
+func (nw *Network) KillCoordinator() error {
+	nw.mu.Lock()
+	n := nw.coord
+	nw.coord = nil
+	nw.mu.Unlock()
+	if n == nil {
+		return errors.New("harness: the coordinator is not running")
+	}
+	return n.Kill()
+}
+
+// RestartCoordinator starts the coordinator again on the same data
+// directory and address.
+func (nw *Network) RestartCoordinator() error {
+	nw.mu.Lock()
+	running := nw.coord != nil
+	nw.mu.Unlock()
+	if running {
+		return errors.New("harness: the coordinator is running")
+	}
+	return nw.startCoordinator()
+}
+
+// Close stops every node gracefully.
+func (nw *Network) Close() error {
+	nw.mu.Lock()
+	nodes := append([]*node.Node{}, nw.providers...)
+	coord := nw.coord
+	nw.providers = make([]*node.Node, len(nw.providers))
+	nw.coord = nil
+	nw.mu.Unlock()
+	var errs []error
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, n := range nodes {
+		if n == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := n.Close()
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if coord != nil {
+		errs = append(errs, coord.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Coordinator is the coordinator node (nil while killed).
+func (nw *Network) Coordinator() *node.Node {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	return nw.coord
+}
+
+// Provider is provider i (nil while killed).
+func (nw *Network) Provider(i int) *node.Node {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	return nw.providers[i]
+}
+
+// ProviderByAgent returns the index of the provider registered as agentID.
+func (nw *Network) ProviderByAgent(agentID string) (int, bool) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	for i, p := range nw.providers {
+		if p != nil && p.AgentID() == agentID {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// MarketplaceURL is the coordinator's API URL.
+func (nw *Network) MarketplaceURL() string { return nw.marketURL }
+
+// Admin is a client with the admin key.
+func (nw *Network) Admin() *httpapi.Client {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	return nw.admin
+}
+
+// Submit creates a job through the REST API.
+func (nw *Network) Submit(ctx context.Context, req httpapi.CreateJobRequest) (node3.Job, error) {
+	return nw.Admin().CreateJob(ctx, req)
+}
+
+// WaitRegistered waits until every running provider has registered.
+func (nw *Network) WaitRegistered(ctx context.Context) error {
+	return poll(ctx, 5*time.Millisecond, func() (bool, error) {
+		nw.mu.Lock()
+		defer nw.mu.Unlock()
+		for _, p := range nw.providers {
+			if p != nil && p.AgentID() == "" {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// WaitJob waits until the job reaches one of the given states, reading
+// the coordinator's ledger directly.
+func (nw *Network) WaitJob(ctx context.Context, id string, states ...node3.JobStatus) (node3.Job, error) {
+	var j node3.Job
+	err := poll(ctx, 2*time.Millisecond, func() (bool, error) {
+		c := nw.Coordinator()
+		if c == nil {
+			return false, nil
+		}
+		var err error
+		j, err = c.Ledger().Job(ctx, id)
+		if err != nil {
+			if node3.ErrorCode(err) == node3.CodeUnavailable {
+				return false, nil // restarting
+			}
+			return false, err
+		}
+		for _, s := range states {
+			if j.Status == s {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return j, fmt.Errorf("job %s: waiting for %v, last seen %s: %w", id, states, j.Status, err)
+	}
+	return j, nil
+}
+
+func poll(ctx context.Context, every time.Duration, f func() (bool, error)) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		ok, err := f()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

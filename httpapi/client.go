@@ -1,0 +1,270 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/node3/node3"
+)
+
+// Client calls a coordinator's marketplace API. Errors are *node3.Error
+// values whose Code follows the HTTP status (CodeConflict for 409, …);
+// a coordinator that cannot be reached is CodeUnavailable.
+type Client struct {
+	base     *url.URL
+	apiKey   string
+	adminKey string
+	hc       *http.Client
+}
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	BaseURL  string // e.g. http://localhost:8000
+	APIKey   string // agent key, for agent endpoints
+	AdminKey string // for admin endpoints
+	HTTP     *http.Client
+}
+
+// NewClient returns a client for the marketplace at cfg.BaseURL.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("marketplace URL %q must be http(s)://host[:port]", cfg.BaseURL)
+	}
+	hc := cfg.HTTP
+	if hc == nil {
+		hc = &http.Client{Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        256,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+		}}
+	}
+	return &Client{base: u, apiKey: cfg.APIKey, adminKey: cfg.AdminKey, hc: hc}, nil
+}
+
+// WithAPIKey returns a copy of c that authenticates as the given agent.
+func (c *Client) WithAPIKey(key string) *Client {
+	c2 := *c
+	c2.apiKey = key
+	return &c2
+}
+
+// BaseURL is the marketplace's address.
+func (c *Client) BaseURL() string { return c.base.String() }
+
+type auth int
+
+const (
+	noAuth auth = iota
+	agentAuth
+	adminAuth
+)
+
+func (c *Client) do(ctx context.Context, method, path string, a auth, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, body)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	switch a {
+	case agentAuth:
+		if c.apiKey == "" {
+			return node3.Errorf(node3.CodeUnauthorized, "no agent API key configured")
+		}
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	case adminAuth:
+		if c.adminKey == "" {
+			return node3.Errorf(node3.CodeUnauthorized, "no admin API key configured (set ADMIN_API_KEY)")
+		}
+		req.Header.Set("Authorization", "Bearer "+c.adminKey)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &node3.Error{Code: node3.CodeUnavailable, Message: fmt.Sprintf("%s %s: %v", method, path, redact(err))}
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return &node3.Error{Code: node3.CodeUnavailable, Message: fmt.Sprintf("%s %s: reading response: %v", method, path, err)}
+	}
+	if resp.StatusCode >= 300 {
+		var eb errorBody
+		msg := strings.TrimSpace(string(raw))
+		if json.Unmarshal(raw, &eb) == nil && eb.Error != "" {
+			msg = eb.Error
+		}
+		if len(msg) > 300 {
+			msg = msg[:300] + "…"
+		}
+		return &node3.Error{Code: codeOf(resp.StatusCode), Message: fmt.Sprintf("%s %s: %d %s", method, path, resp.StatusCode, msg)}
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("%s %s: decode response: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// redact drops the query string of URLs in transport errors.
+func redact(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// Health calls GET /health.
+func (c *Client) Health(ctx context.Context) (HealthResponse, error) {
+	var out HealthResponse
+	return out, c.do(ctx, "GET", "/health", noAuth, nil, &out)
+}
+
+// Register registers an agent and returns its id and API key.
+func (c *Client) Register(ctx context.Context, req RegisterRequest) (RegisterResponse, error) {
+	var out RegisterResponse
+	return out, c.do(ctx, "POST", "/api/agents/register", noAuth, req, &out)
+}
+
+// Available fetches up to limit jobs, long-polling up to wait.
+func (c *Client) Available(ctx context.Context, limit int, wait time.Duration) ([]node3.Job, error) {
+	var out JobsResponse
+	err := c.do(ctx, "POST", "/api/jobs/available", agentAuth, AvailableRequest{Limit: limit, WaitSeconds: wait.Seconds()}, &out)
+	return jobsOf(out), err
+}
+
+func jobsOf(r JobsResponse) []node3.Job {
+	out := make([]node3.Job, len(r.Jobs))
+	for i, v := range r.Jobs {
+		out[i] = v.Job
+	}
+	return out
+}
+
+func (c *Client) jobCall(ctx context.Context, method, path string, a auth, in any) (node3.Job, error) {
+	var out JobResponse
+	err := c.do(ctx, method, path, a, in, &out)
+	return out.Job.Job, err
+}
+
+func jobPath(id, verb string) string {
+	p := "/api/jobs/" + url.PathEscape(id)
+	if verb != "" {
+		p += "/" + verb
+	}
+	return p
+}
+
+// Accept accepts a job.
+func (c *Client) Accept(ctx context.Context, id string) (node3.Job, error) {
+	return c.jobCall(ctx, "POST", jobPath(id, "accept"), agentAuth, struct{}{})
+}
+
+// Heartbeat marks a job running and extends its lease.
+func (c *Client) Heartbeat(ctx context.Context, id string) (node3.Job, error) {
+	return c.jobCall(ctx, "POST", jobPath(id, "heartbeat"), agentAuth, struct{}{})
+}
+
+// Complete reports success.
+func (c *Client) Complete(ctx context.Context, id string, res node3.JobResult) (node3.Job, error) {
+	return c.jobCall(ctx, "POST", jobPath(id, "complete"), agentAuth, res)
+}
+
+// Fail reports failure.
+func (c *Client) Fail(ctx context.Context, id string, req FailRequest) (node3.Job, error) {
+	return c.jobCall(ctx, "POST", jobPath(id, "fail"), agentAuth, req)
+}
+
+// Job fetches one job (as its holder, or as admin when the client has an admin key).
+func (c *Client) Job(ctx context.Context, id string) (node3.Job, error) {
+	a := agentAuth
+	if c.adminKey != "" {
+		a = adminAuth
+	}
+	return c.jobCall(ctx, "GET", jobPath(id, ""), a, nil)
+}
+
+// Agents lists the registered agents.
+func (c *Client) Agents(ctx context.Context) (AgentsResponse, error) {
+	var out AgentsResponse
+	return out, c.do(ctx, "GET", "/api/marketplace/agents", noAuth, nil, &out)
+}
+
+// MarketplaceJobs lists available jobs (public view).
+func (c *Client) MarketplaceJobs(ctx context.Context) ([]node3.Job, error) {
+	var out JobsResponse
+	err := c.do(ctx, "GET", "/api/marketplace/jobs", noAuth, nil, &out)
+	return jobsOf(out), err
+}
+
+// CreateJob submits a job (admin).
+func (c *Client) CreateJob(ctx context.Context, req CreateJobRequest) (node3.Job, error) {
+	return c.jobCall(ctx, "POST", "/api/admin/jobs/create", adminAuth, req)
+}
+
+// Jobs lists jobs (admin); status "" lists all.
+func (c *Client) Jobs(ctx context.Context, status node3.JobStatus, limit int) ([]node3.Job, error) {
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", string(status))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out JobsResponse
+	err := c.do(ctx, "GET", "/api/admin/jobs?"+q.Encode(), adminAuth, nil, &out)
+	return jobsOf(out), err
+}
+
+// Cancel withdraws a job (admin).
+func (c *Client) Cancel(ctx context.Context, id, reason string) (node3.Job, error) {
+	return c.jobCall(ctx, "POST", "/api/admin/jobs/"+url.PathEscape(id)+"/cancel", adminAuth, CancelRequest{Reason: reason})
+}
+
+// Stats fetches the coordinator's statistics (admin).
+func (c *Client) Stats(ctx context.Context) (StatsResponse, error) {
+	var out StatsResponse
+	return out, c.do(ctx, "GET", "/api/admin/stats", adminAuth, nil, &out)
+}
+
+// Payments lists payouts (admin).
+func (c *Client) Payments(ctx context.Context, status node3.PayoutStatus, limit int) (PayoutsResponse, error) {
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", string(status))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out PayoutsResponse
+	return out, c.do(ctx, "GET", "/api/admin/payments?"+q.Encode(), adminAuth, nil, &out)
+}
+
+// SOL renders lamports as a JSON number of SOL, for CreateJobRequest.Reward.
+func SOL(l node3.Lamports) json.RawMessage { return json.RawMessage(l.SOL()) }

@@ -1,0 +1,178 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/node3/node3"
+)
+
+// statusOf maps an error code to an HTTP status.
+func statusOf(code node3.Code) int {
+	switch code {
+	case node3.CodeInvalid:
+		return http.StatusBadRequest
+	case node3.CodeNotFound:
+		return http.StatusNotFound
+	case node3.CodeConflict:
+		return http.StatusConflict
+	case node3.CodeUnauthorized:
+		return http.StatusUnauthorized
+	case node3.CodeForbidden:
+		return http.StatusForbidden
+	case node3.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case node3.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// codeOf maps an HTTP status back to an error code (for the client).
+func codeOf(status int) node3.Code {
+	switch status {
+	case http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusMethodNotAllowed:
+		return node3.CodeInvalid
+	case http.StatusNotFound:
+		return node3.CodeNotFound
+	case http.StatusConflict:
+		return node3.CodeConflict
+	case http.StatusUnauthorized:
+		return node3.CodeUnauthorized
+	case http.StatusForbidden:
+		return node3.CodeForbidden
+	case http.StatusRequestEntityTooLarge:
+		return node3.CodeTooLarge
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusBadGateway, http.StatusGatewayTimeout:
+		return node3.CodeUnavailable
+	}
+	return node3.CodeInternal
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err error) {
+	code := node3.ErrorCode(err)
+	status := statusOf(code)
+	if status >= 500 {
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, status, errorBody{Error: node3.ErrorMessage(err), Code: string(code)})
+}
+
+// Body size limits.
+const (
+	maxBody      = 64 << 10  // most requests
+	maxBodyLarge = 256 << 10 // reports carrying output
+)
+
+// decode reads exactly one JSON object from the request body into v:
+// unknown fields, wrong types, trailing data and oversized bodies are
+// CodeInvalid / CodeTooLarge errors that say what was wrong. An empty body
+// is allowed when optional is true (v keeps its zero value).
+func decode(w http.ResponseWriter, r *http.Request, limit int64, optional bool, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return node3.Errorf(node3.CodeInvalid, "Content-Type must be application/json, not %q", trunc(ct, 64))
+	}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) && optional {
+			return nil
+		}
+		return decodeError(err, limit)
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return decodeError(err, limit)
+		}
+		return node3.Errorf(node3.CodeInvalid, "request body must hold exactly one JSON object")
+	}
+	return nil
+}
+
+func decodeError(err error, limit int64) error {
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+		mbe *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return node3.Errorf(node3.CodeTooLarge, "request body is larger than %d bytes", limit)
+	case errors.Is(err, io.EOF):
+		return node3.Errorf(node3.CodeInvalid, "request body is empty; a JSON object is required")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return node3.Errorf(node3.CodeInvalid, "request body is not valid JSON: unexpected end")
+	case errors.As(err, &syn):
+		return node3.Errorf(node3.CodeInvalid, "request body is not valid JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		if typ.Field != "" {
+			return node3.Errorf(node3.CodeInvalid, "field %q must be %s, not %s", typ.Field, typeName(typ.Type.String()), typ.Value)
+		}
+		return node3.Errorf(node3.CodeInvalid, "request body must be a JSON object, not %s", typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return node3.Errorf(node3.CodeInvalid, "unknown field %s", trunc(strings.TrimPrefix(err.Error(), "json: unknown field "), 80))
+	}
+	return node3.Errorf(node3.CodeInvalid, "request body is not valid: %s", trunc(err.Error(), 120))
+}
+
+func typeName(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "an integer"
+	case strings.HasPrefix(goType, "float"), goType == "json.Number":
+		return "a number"
+	case goType == "string":
+		return "a string"
+	case goType == "bool":
+		return "true or false"
+	case strings.HasPrefix(goType, "[]"):
+		return "an array"
+	case strings.HasPrefix(goType, "map["):
+		return "an object"
+	}
+	return "an object"
+}
+
+func trunc(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// bearer extracts an API key from Authorization: Bearer or X-API-Key.
+func bearer(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(tok)
+		}
+	}
+	return strings.TrimSpace(r.Header.Get("X-API-Key"))
+}
+
+// notFound and methodNotAllowed keep every miss in JSON.
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no route for %s %s", r.Method, trunc(r.URL.Path, 100)), Code: string(node3.CodeNotFound)})
+}

@@ -1,0 +1,154 @@
+package ledger
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+
+	"github.com/node3/node3"
+)
+
+const (
+	pAgent    = "a/"  // a/<id> → Agent
+	pAgentKey = "ak/" // ak/<sha256 of API key, hex> → agent id
+	cAgents   = "c/agents"
+	// APIKeyPrefix starts every agent API key, so a leaked key is easy to
+	// recognise in a scan.
+	APIKeyPrefix = "n3_"
+)
+
+func agentKey(id string) string { return pAgent + id }
+
+// HashKey returns the hex SHA-256 of an API key. Keys are 256 random bits,
+// so a fast hash is enough: nothing can be guessed from it.
+func HashKey(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(h[:])
+}
+
+// NewAPIKey returns a fresh random API key.
+func NewAPIKey() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("new api key: %w", err)
+	}
+	return APIKeyPrefix + base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// RegisterAgent stores a new agent and returns it with its API key, which
+// is shown this once: the ledger keeps only its hash.
+func (l *Ledger) RegisterAgent(ctx context.Context, a node3.Agent, now time.Time) (node3.Agent, string, error) {
+	if err := CheckAgent(&a); err != nil {
+		return node3.Agent{}, "", err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return node3.Agent{}, "", fmt.Errorf("new agent id: %w", err)
+	}
+	key, err := NewAPIKey()
+	if err != nil {
+		return node3.Agent{}, "", err
+	}
+	a.ID = id.String()
+	a.RegisteredAt, a.LastSeen = now, now
+	a.JobsCompleted, a.JobsFailed, a.Earned = 0, 0, 0
+	err = l.update(ctx, func(w *writer) error {
+		w.set(pAgentKey+HashKey(key), []byte(a.ID))
+		if err := w.add(cAgents, 1); err != nil {
+			return err
+		}
+		return w.setJSON(agentKey(a.ID), a)
+	})
+	if err != nil {
+		return node3.Agent{}, "", err
+	}
+	return a, key, nil
+}
+
+const base58Alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+// CheckAgent validates the fields an agent registers with.
+func CheckAgent(a *node3.Agent) error {
+	a.WalletAddress = strings.TrimSpace(a.WalletAddress)
+	switch {
+	case a.WalletAddress == "":
+		return node3.Errorf(node3.CodeInvalid, "wallet_address is required")
+	case len(a.WalletAddress) < 32 || len(a.WalletAddress) > 44 || strings.Trim(a.WalletAddress, base58Alphabet) != "":
+		return node3.Errorf(node3.CodeInvalid, "wallet_address must be a base58 Solana address (32–44 characters)")
+	case len(a.GPUModel) > 256 || len(a.GPUVendor) > 64 || len(a.Version) > 64:
+		return node3.Errorf(node3.CodeInvalid, "gpu_model, gpu_vendor or version is too long")
+	case len(a.GPUs) > node3.MaxGPUCount:
+		return node3.Errorf(node3.CodeInvalid, "more than %d GPUs", node3.MaxGPUCount)
+	}
+	for _, g := range a.GPUs {
+		if len(g.Model) > 256 || len(g.Vendor) > 64 || len(g.UUID) > 128 || len(g.Driver) > 64 {
+			return node3.Errorf(node3.CodeInvalid, "a GPU field is too long")
+		}
+	}
+	return nil
+}
+
+// AgentByKey returns the agent that owns an API key.
+func (l *Ledger) AgentByKey(ctx context.Context, key string) (node3.Agent, error) {
+	var a node3.Agent
+	err := l.view(func(txn *badger.Txn) error {
+		id, ok, err := txnGet(txn, pAgentKey+HashKey(key))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return node3.Errorf(node3.CodeUnauthorized, "unknown API key")
+		}
+		ok, err = txnGetJSON(txn, agentKey(string(id)), &a)
+		if err == nil && !ok {
+			err = node3.Errorf(node3.CodeUnauthorized, "unknown API key")
+		}
+		return err
+	})
+	return a, err
+}
+
+// Agent returns the agent with the given id.
+func (l *Ledger) Agent(ctx context.Context, id string) (node3.Agent, error) {
+	var a node3.Agent
+	err := l.view(func(txn *badger.Txn) error {
+		ok, err := txnGetJSON(txn, agentKey(id), &a)
+		if err == nil && !ok {
+			err = node3.Errorf(node3.CodeNotFound, "agent %q not found", truncate(id, 64))
+		}
+		return err
+	})
+	return a, err
+}
+
+// Agents lists every registered agent, oldest first.
+func (l *Ledger) Agents(ctx context.Context) ([]node3.Agent, error) {
+	var out []node3.Agent
+	err := l.view(func(txn *badger.Txn) error {
+		return scan(txn, pAgent, false, true, func(_ string, v []byte) (bool, error) {
+			var a node3.Agent
+			if err := json.Unmarshal(v, &a); err != nil {
+				return false, err
+			}
+			out = append(out, a)
+			return true, nil
+		})
+	})
+	return out, err
+}
+
+func jsonUnmarshal(b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("ledger: decode: %w", err)
+	}
+	return nil
+}

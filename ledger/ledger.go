@@ -1,0 +1,456 @@
+package ledger
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/node3/node3"
+)
+
+// Config configures a Ledger.
+type Config struct {
+	Dir    string       // Badger directory; created if missing
+	Logger *slog.Logger // nil discards
+	// NoSync turns off fsync on commit. Only for benchmarks that want to
+	// measure everything but the disk; never for a real node.
+	NoSync bool
+	// MaxBatch caps how many write requests share one commit (default 512).
+	MaxBatch int
+	// GCInterval is how often the value log is garbage-collected (default 10 min).
+	GCInterval time.Duration
+}
+
+// Ledger is a node's durable store. It is safe for concurrent use.
+type Ledger struct {
+	db  *badger.DB
+	log *slog.Logger
+
+	reqs      chan *writeReq
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+	maxBatch  int
+	mu        sync.RWMutex // guards closed against sends on reqs
+	closed    bool
+	statsMu   sync.Mutex
+	batches   uint64
+	committed uint64
+}
+
+// writeReq is one atomic write: fn reads through w and stages mutations;
+// they are applied only if fn returns nil.
+type writeReq struct {
+	fn   func(w *writer) error
+	done chan error
+}
+
+// Open opens (or creates) the ledger in cfg.Dir.
+func Open(cfg Config) (*Ledger, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("ledger: no directory given")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 512
+	}
+	if cfg.GCInterval <= 0 {
+		cfg.GCInterval = 10 * time.Minute
+	}
+	opts := badger.DefaultOptions(cfg.Dir).
+		WithLogger(badgerLogger{log}).
+		WithSyncWrites(!cfg.NoSync).
+		WithDetectConflicts(false). // one writer goroutine: nothing to conflict with
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(8).
+		WithValueLogFileSize(64 << 20).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithNumCompactors(2).
+		WithValueThreshold(64 << 10)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open %s: %w", cfg.Dir, err)
+	}
+	l := &Ledger{
+		db:       db,
+		log:      log,
+		reqs:     make(chan *writeReq, cfg.MaxBatch),
+		stop:     make(chan struct{}),
+		maxBatch: cfg.MaxBatch,
+	}
+	l.wg.Add(2)
+	go l.writeLoop()
+	go l.gcLoop(cfg.GCInterval)
+	return l, nil
+}
+
+// Close stops the writer after it has committed every request already
+// queued, and closes Badger.
+func (l *Ledger) Close() error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		close(l.stop)
+		l.mu.Unlock()
+		l.wg.Wait()
+		l.closeErr = l.db.Close()
+	})
+	return l.closeErr
+}
+
+// WriteStats reports how many commits the writer made and how many write
+// requests they carried: requests/batches is the group-commit factor.
+func (l *Ledger) WriteStats() (batches, requests uint64) {
+	l.statsMu.Lock()
+	defer l.statsMu.Unlock()
+	return l.batches, l.committed
+}
+
+var errClosed = node3.Errorf(node3.CodeUnavailable, "ledger is closed")
+
+// update runs fn atomically and durably. Once queued the request is carried
+// out even if ctx ends; ctx only bounds the wait for a place in the queue.
+func (l *Ledger) update(ctx context.Context, fn func(w *writer) error) error {
+	r := &writeReq{fn: fn, done: make(chan error, 1)}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return errClosed
+	}
+	select {
+	case l.reqs <- r:
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return ctx.Err()
+	}
+	l.mu.RUnlock()
+	return <-r.done
+}
+
+func (l *Ledger) writeLoop() {
+	defer l.wg.Done()
+	batch := make([]*writeReq, 0, l.maxBatch)
+	for {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch[:0], r)
+		fill:
+			for len(batch) < l.maxBatch {
+				select {
+				case r := <-l.reqs:
+					batch = append(batch, r)
+				default:
+					break fill
+				}
+			}
+			l.commit(batch)
+		case <-l.stop:
+			// Closed: update no longer sends, so what is queued is all there is.
+			for {
+				select {
+				case r := <-l.reqs:
+					l.commit([]*writeReq{r})
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// commit applies a batch in as few transactions as Badger allows and
+// answers each request after its transaction is durable.
+func (l *Ledger) commit(batch []*writeReq) {
+	for len(batch) > 0 {
+		n, errs := l.commitPrefix(batch)
+		for i := 0; i < n; i++ {
+			batch[i].done <- errs[i]
+		}
+		batch = batch[n:]
+	}
+}
+
+// commitPrefix commits as many requests from the front of batch as fit in
+// one transaction and returns how many it handled and their results.
+func (l *Ledger) commitPrefix(batch []*writeReq) (int, []error) {
+	txn := l.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	errs := make([]error, 0, len(batch))
+	var staged [][]mutation // the mutations of each request applied so far
+	for i, r := range batch {
+		w := &writer{txn: txn}
+		err := safeRun(r.fn, w)
+		if err == nil {
+			err = applyAll(txn, w.muts)
+			if errors.Is(err, badger.ErrTxnTooBig) {
+				// Part of this request may be in txn: start over with the
+				// requests before it, which fitted, and leave it for the next
+				// transaction.
+				txn.Discard()
+				txn = l.db.NewTransaction(true)
+				if i == 0 {
+					return 1, []error{node3.Errorf(node3.CodeTooLarge, "write is too large for one transaction")}
+				}
+				for _, ms := range staged {
+					if err := applyAll(txn, ms); err != nil {
+						return l.failAll(i, err)
+					}
+				}
+				break
+			}
+			staged = append(staged, w.muts)
+		}
+		errs = append(errs, err)
+	}
+	n := len(errs)
+	if err := txn.Commit(); err != nil {
+		return l.failAll(n, err)
+	}
+	l.statsMu.Lock()
+	l.batches++
+	l.committed += uint64(n)
+	l.statsMu.Unlock()
+	return n, errs
+}
+
+func (l *Ledger) failAll(n int, err error) (int, []error) {
+	err = fmt.Errorf("ledger: commit: %w", err)
+	l.log.Error("ledger commit failed", "err", err)
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return n, errs
+}
+
+func applyAll(txn *badger.Txn, muts []mutation) error {
+	for _, m := range muts {
+		var err error
+		if m.del {
+			err = txn.Delete(m.key)
+		} else {
+			err = txn.Set(m.key, m.val)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func safeRun(fn func(*writer) error, w *writer) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("ledger: write panicked: %v", p)
+		}
+	}()
+	return fn(w)
+}
+
+func (l *Ledger) gcLoop(every time.Duration) {
+	defer l.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			for l.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+// writer stages the mutations of one request. Reads see the request's own
+// staged writes first, then the transaction (earlier requests of the batch
+// and the committed state).
+type writer struct {
+	txn  *badger.Txn
+	muts []mutation
+	own  map[string]int // key → index in muts
+}
+
+type mutation struct {
+	key []byte
+	val []byte
+	del bool
+}
+
+func (w *writer) set(key string, val []byte) {
+	w.stage(mutation{key: []byte(key), val: val})
+}
+
+func (w *writer) del(key string) {
+	w.stage(mutation{key: []byte(key), del: true})
+}
+
+func (w *writer) stage(m mutation) {
+	if w.own == nil {
+		w.own = make(map[string]int)
+	}
+	if i, ok := w.own[string(m.key)]; ok {
+		w.muts[i] = m
+		return
+	}
+	w.own[string(m.key)] = len(w.muts)
+	w.muts = append(w.muts, m)
+}
+
+func (w *writer) setJSON(key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("ledger: encode %s: %w", key, err)
+	}
+	w.set(key, b)
+	return nil
+}
+
+// get returns the value of key, or nil, false when it is absent.
+func (w *writer) get(key string) ([]byte, bool, error) {
+	if i, ok := w.own[key]; ok {
+		m := w.muts[i]
+		return m.val, !m.del, nil
+	}
+	return txnGet(w.txn, key)
+}
+
+func (w *writer) getJSON(key string, v any) (bool, error) {
+	b, ok, err := w.get(key)
+	if err != nil || !ok {
+		return ok, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("ledger: decode %s: %w", key, err)
+	}
+	return true, nil
+}
+
+// add adds delta to the int64 counter at key.
+func (w *writer) add(key string, delta int64) error {
+	if delta == 0 {
+		return nil
+	}
+	b, ok, err := w.get(key)
+	if err != nil {
+		return err
+	}
+	var v int64
+	if ok && len(b) == 8 {
+		v = int64(binary.BigEndian.Uint64(b))
+	}
+	out := make([]byte, 8)
+	binary.BigEndian.PutUint64(out, uint64(v+delta))
+	w.set(key, out)
+	return nil
+}
+
+func txnGet(txn *badger.Txn, key string) ([]byte, bool, error) {
+	item, err := txn.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("ledger: get %s: %w", key, err)
+	}
+	b, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("ledger: read %s: %w", key, err)
+	}
+	return b, true, nil
+}
+
+func txnGetJSON(txn *badger.Txn, key string, v any) (bool, error) {
+	b, ok, err := txnGet(txn, key)
+	if err != nil || !ok {
+		return ok, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("ledger: decode %s: %w", key, err)
+	}
+	return true, nil
+}
+
+func counterValue(txn *badger.Txn, key string) (int64, error) {
+	b, ok, err := txnGet(txn, key)
+	if err != nil || !ok || len(b) != 8 {
+		return 0, err
+	}
+	return int64(binary.BigEndian.Uint64(b)), nil
+}
+
+// scan calls fn for each key with prefix, in key order (or reverse order),
+// until fn returns false.
+func scan(txn *badger.Txn, prefix string, reverse, values bool, fn func(key string, val []byte) (bool, error)) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte(prefix)
+	opts.PrefetchValues = values
+	opts.Reverse = reverse
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	start := []byte(prefix)
+	if reverse {
+		start = append([]byte(prefix), 0xff)
+	}
+	for it.Seek(start); it.ValidForPrefix([]byte(prefix)); it.Next() {
+		item := it.Item()
+		var val []byte
+		if values {
+			var err error
+			if val, err = item.ValueCopy(nil); err != nil {
+				return err
+			}
+		}
+		more, err := fn(string(item.Key()), val)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// badgerLogger sends Badger's chatter to slog at debug level, warnings and
+// errors at their own levels.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error("badger: " + trimNL(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn("badger: " + trimNL(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Infof(f string, a ...any) { b.l.Debug("badger: " + trimNL(fmt.Sprintf(f, a...))) }
+func (b badgerLogger) Debugf(f string, a ...any) {
+	b.l.Debug("badger: " + trimNL(fmt.Sprintf(f, a...)))
+}
+
+func trimNL(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '\n' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// view runs a read-only transaction; after Close it fails cleanly.
+func (l *Ledger) view(fn func(txn *badger.Txn) error) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return errClosed
+	}
+	return l.db.View(fn)
+}

@@ -1,0 +1,382 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/node3/node3"
+	"github.com/node3/node3/ledger"
+)
+
+// CoordinatorConfig configures the marketplace role.
+type CoordinatorConfig struct {
+	Ledger        *ledger.Ledger
+	Logger        *slog.Logger
+	Now           func() time.Time
+	Registerer    prometheus.Registerer
+	Lease         time.Duration // how long an accept or heartbeat holds a job (default 30 s)
+	SweepInterval time.Duration // how often lapsed leases and stale jobs are swept (default 1 s)
+	OnlineWindow  time.Duration // an agent seen within this is online (default 60 s)
+	OfferTTL      time.Duration // how long a job shown to one agent is held back from others (default 2 s)
+}
+
+// Coordinator is the marketplace: it implements the REST API's
+// httpapi.Marketplace over the ledger and runs the sweeper that requeues
+// lapsed leases and expires untaken jobs.
+type Coordinator struct {
+	cfg CoordinatorConfig
+	led *ledger.Ledger
+	log *slog.Logger
+
+	mu       sync.Mutex
+	changed  chan struct{}        // closed and replaced when jobs become available
+	offers   map[string]offer     // job id → the agent it was last shown to
+	lastSeen map[string]time.Time // agent id → last call
+
+	metrics coordMetrics
+}
+
+type offer struct {
+	agent string
+	until time.Time
+}
+
+type coordMetrics struct {
+	transitions *prometheus.CounterVec
+	polls       prometheus.Counter
+}
+
+// NewCoordinator returns a coordinator over cfg.Ledger.
+func NewCoordinator(cfg CoordinatorConfig) *Coordinator {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = time.Second
+	}
+	if cfg.OnlineWindow <= 0 {
+		cfg.OnlineWindow = 60 * time.Second
+	}
+	if cfg.OfferTTL <= 0 {
+		cfg.OfferTTL = 2 * time.Second
+	}
+	c := &Coordinator{
+		cfg:      cfg,
+		led:      cfg.Ledger,
+		log:      cfg.Logger,
+		changed:  make(chan struct{}),
+		offers:   make(map[string]offer),
+		lastSeen: make(map[string]time.Time),
+		metrics: coordMetrics{
+			transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "node3_coordinator_job_transitions_total",
+				Help: "Job state changes made by this coordinator, by resulting state.",
+			}, []string{"status"}),
+			polls: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "node3_coordinator_polls_total",
+				Help: "Calls for available jobs.",
+			}),
+		},
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(c.metrics.transitions, c.metrics.polls)
+	}
+	return c
+}
+
+// Run sweeps lapsed leases and expired jobs until ctx ends.
+func (c *Coordinator) Run(ctx context.Context) {
+	t := time.NewTicker(c.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		c.sweep(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Coordinator) sweep(ctx context.Context) {
+	now := c.cfg.Now()
+	requeued, err := c.led.Sweep(ctx, ledger.EvLeaseExpire, now, 1000)
+	if err != nil && ctx.Err() == nil {
+		c.log.Error("sweeping leases", "err", err)
+	}
+	woke := false
+	for _, j := range requeued {
+		c.count(j)
+		c.log.Warn("lease lost", "job", j.ID, "agent", j.AgentID, "attempt", j.Attempt, "now", j.Status)
+		if j.Status == node3.StatusAvailable {
+			woke = true
+		}
+	}
+	expired, err := c.led.Sweep(ctx, ledger.EvExpire, now, 1000)
+	if err != nil && ctx.Err() == nil {
+		c.log.Error("sweeping expired jobs", "err", err)
+	}
+	for _, j := range expired {
+		c.count(j)
+		c.log.Info("job expired untaken", "job", j.ID)
+	}
+	if woke {
+		c.notify()
+	}
+	c.mu.Lock()
+	for id, o := range c.offers {
+		if now.After(o.until) {
+			delete(c.offers, id)
+		}
+	}
+	c.mu.Unlock()
+}
+
+func (c *Coordinator) count(j node3.Job) {
+	c.metrics.transitions.WithLabelValues(string(j.Status)).Inc()
+}
+
+// notify wakes every long-poll waiting for jobs.
+func (c *Coordinator) notify() {
+	c.mu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+func (c *Coordinator) touch(agentID string) {
+	now := c.cfg.Now()
+	c.mu.Lock()
+	c.lastSeen[agentID] = now
+	c.mu.Unlock()
+}
+
+// RegisterAgent registers an HTTP agent. An agent that names its GPU only
+// by the seed's fields (gpu_model, gpu_vendor, gpu_memory) is taken to have
+// one such GPU.
+func (c *Coordinator) RegisterAgent(ctx context.Context, a node3.Agent) (node3.Agent, string, error) {
+	if len(a.GPUs) == 0 && strings.TrimSpace(a.GPUModel) != "" {
+		a.GPUs = []node3.GPU{{Vendor: a.GPUVendor, Model: a.GPUModel, MemoryBytes: a.GPUMemory}}
+	}
+	if len(a.GPUs) > 0 && a.GPUModel == "" {
+		a.GPUModel, a.GPUVendor, a.GPUMemory = a.GPUs[0].Model, a.GPUs[0].Vendor, a.GPUs[0].MemoryBytes
+	}
+	out, key, err := c.led.RegisterAgent(ctx, a, c.cfg.Now())
+	if err != nil {
+		return out, "", err
+	}
+	c.touch(out.ID)
+	c.log.Info("agent registered", "agent", out.ID, "wallet", out.WalletAddress, "gpus", len(out.GPUs))
+	return out, key, nil
+}
+
+// AgentByKey authenticates an agent.
+func (c *Coordinator) AgentByKey(ctx context.Context, key string) (node3.Agent, error) {
+	a, err := c.led.AgentByKey(ctx, key)
+	if err == nil {
+		c.touch(a.ID)
+	}
+	return a, err
+}
+
+// AvailableJobs returns up to limit available jobs the agent's GPUs can
+// run, oldest first, skipping jobs just shown to another agent. With wait >
+// 0 it blocks until there is at least one or the wait is over.
+func (c *Coordinator) AvailableJobs(ctx context.Context, a node3.Agent, limit int, wait time.Duration) ([]node3.Job, error) {
+	c.metrics.polls.Inc()
+	var deadline <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		c.mu.Lock()
+		changed := c.changed
+		c.mu.Unlock()
+		jobs, err := c.offer(ctx, a, limit)
+		if err != nil || len(jobs) > 0 || wait <= 0 {
+			return jobs, err
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (c *Coordinator) offer(ctx context.Context, a node3.Agent, limit int) ([]node3.Job, error) {
+	now := c.cfg.Now()
+	c.mu.Lock()
+	held := make(map[string]bool)
+	for id, o := range c.offers {
+		if o.agent != a.ID && now.Before(o.until) {
+			held[id] = true
+		}
+	}
+	c.mu.Unlock()
+	jobs, err := c.led.Jobs(ctx, ledger.JobFilter{
+		Status: node3.StatusAvailable,
+		Oldest: true,
+		Limit:  limit,
+		Match: func(j node3.Job) bool {
+			return !held[j.ID] && now.Before(j.ExpiresAt) && j.Requirements.MatchedBy(a.GPUs)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	for _, j := range jobs {
+		c.offers[j.ID] = offer{agent: a.ID, until: now.Add(c.cfg.OfferTTL)}
+	}
+	c.mu.Unlock()
+	return jobs, nil
+}
+
+// Accept grants a job to an agent whose GPUs meet its requirements: the
+// first accept wins, every other gets CodeConflict.
+func (c *Coordinator) Accept(ctx context.Context, a node3.Agent, jobID string) (node3.Job, error) {
+	j, err := c.led.Job(ctx, jobID)
+	if err != nil {
+		return j, err
+	}
+	if !j.Requirements.MatchedBy(a.GPUs) {
+		return node3.Job{}, node3.Errorf(node3.CodeForbidden, "job %s needs GPUs this agent did not register", j.ID)
+	}
+	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvAccept, AgentID: a.ID, Lease: c.cfg.Lease})
+}
+
+func (c *Coordinator) transition(ctx context.Context, jobID string, ev ledger.Event) (node3.Job, error) {
+	ev.Now = c.cfg.Now()
+	j, err := c.led.Transition(ctx, jobID, ev)
+	if err != nil {
+		return j, err
+	}
+	c.count(j)
+	switch {
+	case ev.Kind == ledger.EvAccept:
+		c.mu.Lock()
+		delete(c.offers, jobID)
+		c.mu.Unlock()
+	case j.Status == node3.StatusAvailable:
+		c.notify() // a retryable failure put it back
+	}
+	return j, nil
+}
+
+// Heartbeat marks the job running and extends its lease.
+func (c *Coordinator) Heartbeat(ctx context.Context, agentID, jobID string) (node3.Job, error) {
+	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvHeartbeat, AgentID: agentID, Lease: c.cfg.Lease})
+}
+
+// Complete books a job as completed, with its pending payout.
+func (c *Coordinator) Complete(ctx context.Context, agentID, jobID string, res node3.JobResult) (node3.Job, error) {
+	j, err := c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvComplete, AgentID: agentID, Result: &res})
+	if err == nil {
+		c.log.Debug("job completed", "job", jobID, "agent", agentID, "seconds", res.ExecutionTime)
+	}
+	return j, err
+}
+
+// Fail books a failure; a retryable one requeues the job while attempts remain.
+func (c *Coordinator) Fail(ctx context.Context, agentID, jobID, reason string, retryable bool, res node3.JobResult) (node3.Job, error) {
+	j, err := c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvFail, AgentID: agentID, Reason: reason, Retryable: retryable, Result: &res})
+	if err == nil {
+		c.log.Info("job failed", "job", jobID, "agent", agentID, "reason", reason, "now", j.Status)
+	}
+	return j, err
+}
+
+// Cancel withdraws a job.
+func (c *Coordinator) Cancel(ctx context.Context, jobID, reason string) (node3.Job, error) {
+	if reason == "" {
+		reason = "cancelled by the admin"
+	}
+	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvCancel, Reason: reason})
+}
+
+// CreateJob puts a new job on the board and wakes waiting agents.
+func (c *Coordinator) CreateJob(ctx context.Context, spec node3.JobSpec) (node3.Job, error) {
+	j, err := c.led.CreateJob(ctx, spec, c.cfg.Now())
+	if err != nil {
+		return j, err
+	}
+	c.count(j)
+	c.notify()
+	return j, nil
+}
+
+// Agents lists registered agents with their last-seen times.
+func (c *Coordinator) Agents(ctx context.Context) ([]node3.Agent, error) {
+	agents, err := c.led.Agents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range agents {
+		if t, ok := c.lastSeen[agents[i].ID]; ok && t.After(agents[i].LastSeen) {
+			agents[i].LastSeen = t
+		}
+	}
+	return agents, nil
+}
+
+// Online reports whether an agent called within the online window.
+func (c *Coordinator) Online(a node3.Agent) bool {
+	c.mu.Lock()
+	t, ok := c.lastSeen[a.ID]
+	c.mu.Unlock()
+	if !ok || a.LastSeen.After(t) {
+		t = a.LastSeen
+	}
+	return c.cfg.Now().Sub(t) < c.cfg.OnlineWindow
+}
+
+// Job returns one job.
+func (c *Coordinator) Job(ctx context.Context, id string) (node3.Job, error) {
+	return c.led.Job(ctx, id)
+}
+
+// Jobs lists jobs, newest first; available jobs oldest first (board order).
+func (c *Coordinator) Jobs(ctx context.Context, status node3.JobStatus, limit int) ([]node3.Job, error) {
+	return c.led.Jobs(ctx, ledger.JobFilter{Status: status, Limit: limit, Oldest: status == node3.StatusAvailable})
+}
+
+// Stats returns the ledger's counters plus how many agents are online.
+func (c *Coordinator) Stats(ctx context.Context) (node3.Stats, error) {
+	s, err := c.led.Stats(ctx)
+	if err != nil {
+		return s, err
+	}
+	agents, err := c.Agents(ctx)
+	if err != nil {
+		return s, err
+	}
+	for _, a := range agents {
+		if c.Online(a) {
+			s.AgentsOnline++
+		}
+	}
+	return s, nil
+}
+
+// Payouts lists payouts.
+func (c *Coordinator) Payouts(ctx context.Context, status node3.PayoutStatus, limit int) ([]node3.Payout, error) {
+	return c.led.Payouts(ctx, status, limit)
+}

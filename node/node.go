@@ -1,0 +1,380 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/node3/node3"
+	"github.com/node3/node3/exec"
+	"github.com/node3/node3/gpu"
+	"github.com/node3/node3/httpapi"
+	"github.com/node3/node3/ledger"
+	"github.com/node3/node3/ledger/wallet"
+)
+
+// Config is everything a node needs. Zero values get the defaults noted.
+type Config struct {
+	DataDir     string // required: ledger, wallet, keys, scratch space
+	Coordinator bool   // also run the marketplace
+	Provider    bool   // run jobs (the CLI's default is true)
+
+	MarketplaceListen string // coordinator API address (default ":8000")
+	NodeListen        string // node API address (default "127.0.0.1:8080")
+	MarketplaceURL    string // the coordinator a provider works for (default: this node's own when it is one)
+	AdminKey          string // coordinator admin key; empty: loaded from or created in DataDir/admin_api_key
+
+	Simulate      bool        // SKIP_GPU_CHECK: report simulated GPUs
+	SimulatedGPUs []node3.GPU // which ones (default gpu.SimulatedPreset(0))
+	AllowCommands bool        // run native `command` jobs
+	Slots         int         // concurrent jobs needing no GPU (default 8)
+	WalletPath    string      // provider wallet (default DataDir/wallet.json)
+
+	Lease         time.Duration // job lease (default 30 s)
+	SweepInterval time.Duration // coordinator sweeper period (default 1 s)
+	PollWait      time.Duration // provider long-poll (default 25 s)
+
+	Version string
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Node is one running node3 node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	led    *ledger.Ledger
+	reg    *prometheus.Registry
+	wallet *wallet.Wallet
+	gpus   []node3.GPU
+	det    *gpu.Detector
+
+	coord        *Coordinator
+	prov         *Provider
+	client       *httpapi.Client // the coordinator this node uses (nil for a coordinator-only node)
+	adminKey     string
+	adminCreated bool
+
+	marketLn, nodeLn net.Listener
+	servers          []*http.Server
+	started          time.Time
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds a node: it opens its stores and binds its ports, but starts
+// nothing until Start.
+func New(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("node: a data directory is required")
+	}
+	if !cfg.Coordinator && !cfg.Provider {
+		return nil, errors.New("node: nothing to run: enable the coordinator, the provider or both")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MarketplaceListen == "" {
+		cfg.MarketplaceListen = ":8000"
+	}
+	if cfg.NodeListen == "" {
+		cfg.NodeListen = "127.0.0.1:8080"
+	}
+	if cfg.WalletPath == "" {
+		cfg.WalletPath = filepath.Join(cfg.DataDir, "wallet.json")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: data directory: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry(), started: cfg.Now()}
+	defer func() {
+		if err != nil {
+			n.closeResources()
+		}
+	}()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if n.led, err = ledger.Open(ledger.Config{Dir: filepath.Join(cfg.DataDir, "ledger"), Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if cfg.Coordinator {
+		if err := n.setupCoordinator(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Provider {
+		if err := n.setupProvider(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if n.nodeLn, err = net.Listen("tcp", cfg.NodeListen); err != nil {
+		return nil, fmt.Errorf("node: node API on %s: %w", cfg.NodeListen, err)
+	}
+	return n, nil
+}
+
+func (n *Node) setupCoordinator() error {
+	key, created, err := loadOrCreateAdminKey(n.cfg.AdminKey, filepath.Join(n.cfg.DataDir, "admin_api_key"))
+	if err != nil {
+		return err
+	}
+	n.adminKey, n.adminCreated = key, created
+	n.coord = NewCoordinator(CoordinatorConfig{
+		Ledger:        n.led,
+		Logger:        n.log.With("role", "coordinator"),
+		Now:           n.cfg.Now,
+		Registerer:    n.reg,
+		Lease:         n.cfg.Lease,
+		SweepInterval: n.cfg.SweepInterval,
+	})
+	if n.marketLn, err = net.Listen("tcp", n.cfg.MarketplaceListen); err != nil {
+		return fmt.Errorf("node: marketplace API on %s: %w", n.cfg.MarketplaceListen, err)
+	}
+	return nil
+}
+
+func (n *Node) setupProvider(ctx context.Context) error {
+	w, created, err := wallet.LoadOrCreate(n.cfg.WalletPath)
+	if err != nil {
+		return err
+	}
+	n.wallet = w
+	if created {
+		n.log.Info("created a new wallet", "path", w.Path(), "address", w)
+	}
+	n.det = gpu.New(gpu.Config{Simulate: n.cfg.Simulate, Simulated: n.cfg.SimulatedGPUs, Logger: n.log})
+	if n.gpus, err = n.det.Detect(ctx); err != nil {
+		n.log.Warn("GPU detection failed", "err", err)
+	}
+	if len(n.gpus) == 0 {
+		n.log.Warn("no GPU found and demo mode is off (SKIP_GPU_CHECK=true): this provider will take only jobs that need no GPU")
+	}
+	for _, g := range n.gpus {
+		n.log.Info("GPU", "index", g.Index, "vendor", g.Vendor, "model", g.Model, "memory_gib", g.MemoryBytes>>30, "simulated", g.Simulated)
+	}
+	ex, err := exec.NewNative(exec.Config{
+		WorkDir:       filepath.Join(n.cfg.DataDir, "work"),
+		AllowCommands: n.cfg.AllowCommands,
+		GPUs:          n.det.Detect,
+		Logger:        n.log,
+		Now:           n.cfg.Now,
+	})
+	if err != nil {
+		return err
+	}
+	url := n.cfg.MarketplaceURL
+	if url == "" {
+		if !n.cfg.Coordinator {
+			return errors.New("node: a provider needs a marketplace URL (MARKETPLACE_URL) unless it is the coordinator")
+		}
+		url = "http://" + loopbackAddr(n.marketLn.Addr())
+	}
+	if n.client, err = httpapi.NewClient(httpapi.ClientConfig{BaseURL: url}); err != nil {
+		return err
+	}
+	n.prov = NewProvider(ProviderConfig{
+		Ledger:     n.led,
+		Client:     n.client,
+		Executor:   ex,
+		GPUs:       n.gpus,
+		Wallet:     w.Address().String(),
+		Version:    n.cfg.Version,
+		Slots:      n.cfg.Slots,
+		PollWait:   n.cfg.PollWait,
+		Logger:     n.log.With("role", "provider"),
+		Now:        n.cfg.Now,
+		Registerer: n.reg,
+	})
+	return nil
+}
+
+// loopbackAddr turns a wildcard listen address into one a local client can dial.
+func loopbackAddr(a net.Addr) string {
+	host, port, _ := net.SplitHostPort(a.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// loadOrCreateAdminKey returns the admin key: the configured one, else the
+// one stored in path, else a new one stored there (mode 0600).
+func loadOrCreateAdminKey(configured, path string) (string, bool, error) {
+	if configured != "" {
+		return configured, false, nil
+	}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if k := strings.TrimSpace(string(b)); k != "" {
+			return k, false, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, fmt.Errorf("node: admin key: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", false, err
+	}
+	key := "n3admin_" + base64.RawURLEncoding.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", false, fmt.Errorf("node: storing admin key: %w", err)
+	}
+	return key, true, nil
+}
+
+// Start runs the node's roles and servers in the background.
+func (n *Node) Start(ctx context.Context) error {
+	ctx, n.cancel = context.WithCancel(ctx)
+	if n.coord != nil {
+		api := httpapi.NewMarketplace(httpapi.MarketplaceConfig{
+			Market: n.coord, AdminKey: n.adminKey, Logger: n.log, Registry: n.reg, Now: n.cfg.Now, Version: n.cfg.Version,
+		})
+		n.serve(n.marketLn, api)
+		n.goRun(func() { n.coord.Run(ctx) })
+		n.log.Info("marketplace API listening", "url", n.MarketplaceURL())
+	}
+	n.serve(n.nodeLn, httpapi.NewNodeAPI(httpapi.NodeConfig{Node: n, Logger: n.log, Registry: n.reg, Now: n.cfg.Now}))
+	n.log.Info("node API listening", "url", n.NodeURL())
+	if n.prov != nil {
+		n.goRun(func() {
+			if err := n.prov.Run(ctx); err != nil && ctx.Err() == nil {
+				n.log.Error("provider stopped", "err", err)
+			}
+		})
+	}
+	return nil
+}
+
+func (n *Node) goRun(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+func (n *Node) serve(ln net.Listener, h http.Handler) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      httpapi.MaxLongPoll + 30*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	n.servers = append(n.servers, srv)
+	n.goRun(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("HTTP server stopped", "addr", ln.Addr(), "err", err)
+		}
+	})
+}
+
+// Close stops the node gracefully: running jobs are stopped and reported
+// as retryable failures, servers drain, the ledger is closed.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.stop(5 * time.Second) })
+	return n.closeErr
+}
+
+// Kill stops the node as a crash would, as far as one process allows:
+// nothing more is reported or written by its provider, connections are
+// cut, and the ledger is closed with whatever it has acknowledged.
+func (n *Node) Kill() error {
+	n.closeOnce.Do(func() {
+		if n.prov != nil {
+			n.prov.abort()
+		}
+		n.closeErr = n.stop(0)
+	})
+	return n.closeErr
+}
+
+func (n *Node) stop(grace time.Duration) error {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	var errs []error
+	for _, s := range n.servers {
+		if grace > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), grace)
+			if err := s.Shutdown(ctx); err != nil {
+				errs = append(errs, s.Close())
+			}
+			cancel()
+		} else {
+			errs = append(errs, s.Close())
+		}
+	}
+	n.wg.Wait()
+	errs = append(errs, n.closeResources())
+	return errors.Join(errs...)
+}
+
+func (n *Node) closeResources() error {
+	var errs []error
+	for _, ln := range []net.Listener{n.marketLn, n.nodeLn} {
+		if ln != nil {
+			if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if n.led != nil {
+		errs = append(errs, n.led.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// MarketplaceURL is the coordinator API's URL ("" when not a coordinator).
+func (n *Node) MarketplaceURL() string {
+	if n.marketLn == nil {
+		return ""
+	}
+	return "http://" + loopbackAddr(n.marketLn.Addr())
+}
+
+// NodeURL is the node API's URL.
+func (n *Node) NodeURL() string { return "http://" + loopbackAddr(n.nodeLn.Addr()) }
+
+// AdminKey returns the coordinator's admin key and whether it was created
+// just now (so the CLI can show it once).
+func (n *Node) AdminKey() (string, bool) { return n.adminKey, n.adminCreated }
+
+// Ledger is the node's ledger (for tests and the harness).
+func (n *Node) Ledger() *ledger.Ledger { return n.led }
+
+// AgentID is the provider's id at its coordinator.
+func (n *Node) AgentID() string {
+	if n.prov == nil {
+		return ""
+	}
+	return n.prov.AgentID()
+}
+
+// GPUs are the GPUs this node offers.
+func (n *Node) GPUs() []node3.GPU { return n.gpus }
+
+// Registry is the node's metrics registry.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }

@@ -1,0 +1,94 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/node3/node3"
+	"github.com/node3/node3/httpapi"
+)
+
+// The node's own API (httpapi.Node).
+
+// Status reports what this node is and does.
+func (n *Node) Status(ctx context.Context) (httpapi.NodeStatus, error) {
+	now := n.cfg.Now()
+	s := httpapi.NodeStatus{
+		NodeID:        n.nodeID(),
+		Version:       n.cfg.Version,
+		Coordinator:   n.coord != nil,
+		Provider:      n.prov != nil,
+		DemoMode:      n.cfg.Simulate,
+		GPUs:          n.gpus,
+		ActiveJobs:    []string{},
+		StartedAt:     n.started,
+		UptimeSeconds: now.Sub(n.started).Seconds(),
+	}
+	if s.GPUs == nil {
+		s.GPUs = []node3.GPU{}
+	}
+	if n.client != nil {
+		s.MarketplaceURL = n.client.BaseURL()
+	}
+	if n.prov != nil {
+		s.AgentID = n.prov.AgentID()
+		s.Registered = s.AgentID != ""
+		s.Connected = n.prov.Connected()
+		s.ActiveJobs = n.prov.ActiveJobs()
+		s.Slots = n.prov.cfg.Slots
+		s.WalletAddress = n.wallet.Address().String()
+		if m, err := n.det.Metrics(ctx); err == nil {
+			s.GPUMetrics = m
+		}
+		if p, err := n.led.PendingReports(ctx, 0); err == nil {
+			s.PendingReports = len(p)
+		}
+	}
+	return s, nil
+}
+
+func (n *Node) nodeID() string {
+	if id := n.AgentID(); id != "" {
+		return id
+	}
+	return "coordinator"
+}
+
+// LocalJobs is this provider's job history, newest first.
+func (n *Node) LocalJobs(ctx context.Context, limit int) ([]node3.Job, error) {
+	return n.led.LocalJobs(ctx, limit)
+}
+
+// Earnings is what this provider earned.
+func (n *Node) Earnings(ctx context.Context) (node3.Earnings, error) {
+	return n.led.Earnings(ctx, n.cfg.Now())
+}
+
+// MarketplaceJobs lists the available jobs of this node's marketplace.
+func (n *Node) MarketplaceJobs(ctx context.Context) ([]node3.Job, error) {
+	if n.coord != nil {
+		return n.coord.Jobs(ctx, node3.StatusAvailable, 100)
+	}
+	return n.client.MarketplaceJobs(ctx)
+}
+
+// MarketplaceAgents lists the agents of this node's marketplace.
+func (n *Node) MarketplaceAgents(ctx context.Context) ([]httpapi.AgentView, error) {
+	if n.coord != nil {
+		agents, err := n.coord.Agents(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]httpapi.AgentView, len(agents))
+		for i, a := range agents {
+			status := "offline"
+			if n.coord.Online(a) {
+				status = "online"
+			}
+			out[i] = httpapi.AgentView{Agent: a, Status: status, Earned: json.Number(a.Earned.SOL())}
+		}
+		return out, nil
+	}
+	r, err := n.client.Agents(ctx)
+	return r.Agents, err
+}

@@ -1,0 +1,588 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/node3/node3"
+	"github.com/node3/node3/httpapi"
+	"github.com/node3/node3/ledger"
+)
+
+// Executor runs one job on the GPUs assigned to it.
+type Executor interface {
+	Run(ctx context.Context, job node3.Job, gpus []node3.GPU) (node3.JobResult, error)
+}
+
+// Settings the provider keeps in its ledger.
+const (
+	settingAPIKey  = "agent.api_key"
+	settingAgentID = "agent.id"
+	settingMarket  = "agent.marketplace_url"
+)
+
+// ProviderConfig configures the provider role.
+type ProviderConfig struct {
+	Ledger   *ledger.Ledger
+	Client   *httpapi.Client // the coordinator's API, without an agent key
+	Executor Executor
+	GPUs     []node3.GPU
+	Wallet   string // address rewards are paid to
+	Version  string
+	Slots    int           // jobs needing no GPU that may run at once (default 8)
+	PollWait time.Duration // long-poll wait (default 25 s)
+	Logger   *slog.Logger
+	Now      func() time.Time
+	// Registerer receives the provider's metrics; nil skips them.
+	Registerer prometheus.Registerer
+}
+
+// Provider takes jobs from a coordinator, runs them and reports back
+// through a durable outbox.
+type Provider struct {
+	cfg ProviderConfig
+	log *slog.Logger
+	led *ledger.Ledger
+
+	mu        sync.Mutex
+	client    *httpapi.Client // with the agent key once registered
+	agentID   string
+	active    map[string]bool // jobs accepted or being accepted
+	freeGPU   []bool
+	freeSlots int
+	capWake   chan struct{} // closed and replaced when capacity frees up
+
+	inflight  sync.Map      // report job id → struct{}: deliveries in progress
+	retryWake chan struct{} // buffered(1): the outbox has something to retry
+	connected atomic.Bool
+	aborted   atomic.Bool // crash simulation: nothing more is written or sent
+	wg        sync.WaitGroup
+
+	metrics provMetrics
+}
+
+type provMetrics struct {
+	jobs    *prometheus.CounterVec
+	reports *prometheus.CounterVec
+}
+
+// NewProvider returns a provider; Run starts it.
+func NewProvider(cfg ProviderConfig) *Provider {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = 8
+	}
+	if cfg.PollWait <= 0 {
+		cfg.PollWait = 25 * time.Second
+	}
+	p := &Provider{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		led:       cfg.Ledger,
+		client:    cfg.Client,
+		active:    make(map[string]bool),
+		freeGPU:   make([]bool, len(cfg.GPUs)),
+		freeSlots: cfg.Slots,
+		capWake:   make(chan struct{}),
+		retryWake: make(chan struct{}, 1),
+		metrics: provMetrics{
+			jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "node3_provider_jobs_total",
+				Help: "Jobs this provider ran, by outcome.",
+			}, []string{"outcome"}),
+			reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "node3_provider_reports_total",
+				Help: "Report deliveries to the coordinator, by result.",
+			}, []string{"result"}),
+		},
+	}
+	for i := range p.freeGPU {
+		p.freeGPU[i] = true
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(p.metrics.jobs, p.metrics.reports)
+	}
+	return p
+}
+
+// Run registers (or reuses the stored registration), then polls, runs and
+// reports until ctx ends. Jobs still running then are stopped and
+// reported as retryable failures, so the coordinator can requeue them at
+// once instead of waiting for their leases to lapse.
+func (p *Provider) Run(ctx context.Context) error {
+	if err := p.register(ctx); err != nil {
+		return err
+	}
+	p.wg.Add(1)
+	go p.outbox(ctx)
+	p.poll(ctx)
+	p.wg.Wait()
+	return nil
+}
+
+// abort makes the provider stop as if the process had died: no report is
+// written or sent from now on. For fault tests.
+func (p *Provider) abort() { p.aborted.Store(true) }
+
+func (p *Provider) register(ctx context.Context) error {
+	key, err := p.led.Setting(ctx, settingAPIKey)
+	if err != nil {
+		return err
+	}
+	market, _ := p.led.Setting(ctx, settingMarket)
+	if key != "" && market == p.cfg.Client.BaseURL() {
+		id, _ := p.led.Setting(ctx, settingAgentID)
+		p.setAgent(id, key)
+		p.log.Info("using stored registration", "agent", id, "marketplace", market)
+		return nil
+	}
+	return p.reregister(ctx)
+}
+
+func (p *Provider) reregister(ctx context.Context) error {
+	req := httpapi.RegisterRequest{WalletAddress: p.cfg.Wallet, GPUs: p.cfg.GPUs, Version: p.cfg.Version}
+	if len(p.cfg.GPUs) > 0 {
+		g := p.cfg.GPUs[0]
+		req.GPUModel, req.GPUVendor, req.GPUMemory = g.Model, g.Vendor, g.MemoryBytes
+	}
+	b := backoff{min: 200 * time.Millisecond, max: 10 * time.Second}
+	for {
+		resp, err := p.cfg.Client.Register(ctx, req)
+		if err == nil {
+			for _, kv := range [][2]string{{settingAPIKey, resp.APIKey}, {settingAgentID, resp.AgentID}, {settingMarket, p.cfg.Client.BaseURL()}} {
+				if err := p.led.SetSetting(ctx, kv[0], kv[1]); err != nil {
+					return fmt.Errorf("storing registration: %w", err)
+				}
+			}
+			p.setAgent(resp.AgentID, resp.APIKey)
+			p.connected.Store(true)
+			p.log.Info("registered with the marketplace", "agent", resp.AgentID, "marketplace", p.cfg.Client.BaseURL(), "wallet", p.cfg.Wallet)
+			return nil
+		}
+		if c := node3.ErrorCode(err); c != node3.CodeUnavailable && c != node3.CodeInternal {
+			return fmt.Errorf("registering with %s: %w", p.cfg.Client.BaseURL(), err)
+		}
+		p.connected.Store(false)
+		p.log.Warn("marketplace unreachable; will retry registration", "err", err, "in", b.peek())
+		if !sleep(ctx, b.next()) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (p *Provider) setAgent(id, key string) {
+	p.mu.Lock()
+	p.agentID = id
+	p.client = p.cfg.Client.WithAPIKey(key)
+	p.mu.Unlock()
+}
+
+func (p *Provider) api() (*httpapi.Client, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.client, p.agentID
+}
+
+// capacity returns how many more jobs could start now and a channel that
+// is closed when that changes.
+func (p *Provider) capacity() (int, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.freeSlots
+	for _, f := range p.freeGPU {
+		if f {
+			n++
+		}
+	}
+	return n, p.capWake
+}
+
+// take reserves what job needs: a slot for a CPU job, fitting free GPUs
+// for a GPU job. It returns the GPUs assigned, or false.
+func (p *Provider) take(j node3.Job) ([]int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.active[j.ID] {
+		return nil, false
+	}
+	need := j.Requirements.Count()
+	if need == 0 {
+		if p.freeSlots == 0 {
+			return nil, false
+		}
+		p.freeSlots--
+		p.active[j.ID] = true
+		return nil, true
+	}
+	var idx []int
+	for i, g := range p.cfg.GPUs {
+		if p.freeGPU[i] && j.Requirements.Fits(g) {
+			idx = append(idx, i)
+			if len(idx) == need {
+				break
+			}
+		}
+	}
+	if len(idx) < need {
+		return nil, false
+	}
+	for _, i := range idx {
+		p.freeGPU[i] = false
+	}
+	p.active[j.ID] = true
+	return idx, true
+}
+
+func (p *Provider) release(j node3.Job, idx []int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.active, j.ID)
+	if len(idx) == 0 && j.Requirements.Count() == 0 {
+		p.freeSlots++
+	}
+	for _, i := range idx {
+		p.freeGPU[i] = true
+	}
+	close(p.capWake)
+	p.capWake = make(chan struct{})
+}
+
+// poll long-polls for jobs while there is capacity and starts each job it
+// can take.
+func (p *Provider) poll(ctx context.Context) {
+	b := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	for ctx.Err() == nil {
+		free, wake := p.capacity()
+		if free == 0 {
+			select {
+			case <-wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		client, _ := p.api()
+		jobs, err := client.Available(ctx, free, p.cfg.PollWait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.connected.Store(false)
+			if node3.ErrorCode(err) == node3.CodeUnauthorized {
+				p.log.Warn("the marketplace no longer knows this agent; registering again", "err", err)
+				if err := p.reregister(ctx); err != nil && ctx.Err() == nil {
+					p.log.Error("registering again failed", "err", err)
+				}
+				continue
+			}
+			p.log.Warn("polling the marketplace failed", "err", err, "retry_in", b.peek())
+			sleep(ctx, b.next())
+			continue
+		}
+		b.reset()
+		p.connected.Store(true)
+		started := 0
+		for _, j := range jobs {
+			idx, ok := p.take(j)
+			if !ok {
+				continue
+			}
+			started++
+			p.wg.Add(1)
+			go p.runJob(ctx, j, idx)
+		}
+		if started == 0 && len(jobs) > 0 {
+			// Offered only jobs we cannot start now (their GPUs are busy, or
+			// we are still accepting them): wait for capacity, briefly.
+			select {
+			case <-wake:
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
+// runJob accepts, runs and reports one job.
+func (p *Provider) runJob(ctx context.Context, offered node3.Job, idx []int) {
+	defer p.wg.Done()
+	defer p.release(offered, idx)
+	client, self := p.api()
+	j, err := client.Accept(ctx, offered.ID)
+	if err != nil {
+		if c := node3.ErrorCode(err); c == node3.CodeConflict || c == node3.CodeNotFound {
+			p.log.Debug("job taken by another provider", "job", offered.ID)
+		} else if ctx.Err() == nil {
+			p.log.Warn("accepting a job failed", "job", offered.ID, "err", err)
+		}
+		return
+	}
+	gpus := make([]node3.GPU, len(idx))
+	for i, k := range idx {
+		gpus[i] = p.cfg.GPUs[k]
+	}
+	p.log.Info("job accepted", "job", j.ID, "type", j.Kind, "reward", j.Reward, "gpus", len(gpus))
+
+	jobCtx, cancel := context.WithCancel(ctx)
+	var lost atomic.Value // why the job was taken away, if it was
+	hbDone := make(chan struct{})
+	if j.Kind != node3.KindNoop {
+		go p.heartbeat(jobCtx, client, j, cancel, &lost, hbDone)
+	} else {
+		close(hbDone)
+	}
+	res, runErr := p.cfg.Executor.Run(jobCtx, j, gpus)
+	cancel()
+	<-hbDone
+
+	if p.aborted.Load() {
+		return
+	}
+	r := node3.Report{JobID: j.ID, Kind: node3.ReportCompleted, Result: res, At: p.cfg.Now()}
+	local := j
+	local.Result = &res
+	local.FinishedAt = r.At
+	local.Status = node3.StatusCompleted
+	if why, ok := lost.Load().(string); ok {
+		p.metrics.jobs.WithLabelValues("lost").Inc()
+		p.log.Warn("job taken away while running; not reporting it", "job", j.ID, "why", why)
+		local.Status, local.Error = node3.StatusCancelled, why
+		if err := p.led.RecordLocalJob(context.WithoutCancel(ctx), local); err != nil {
+			p.log.Error("recording job", "job", j.ID, "err", err)
+		}
+		return
+	}
+	if runErr != nil {
+		r.Kind = node3.ReportFailed
+		r.Reason = runErr.Error()
+		local.Status, local.Error = node3.StatusFailed, r.Reason
+		if ctx.Err() != nil {
+			r.Reason = "the provider shut down while the job was running"
+			r.Retryable = true
+		}
+		p.metrics.jobs.WithLabelValues("failed").Inc()
+		p.log.Warn("job failed", "job", j.ID, "err", runErr, "retryable", r.Retryable)
+	} else {
+		p.metrics.jobs.WithLabelValues("completed").Inc()
+		p.log.Info("job completed", "job", j.ID, "seconds", res.ExecutionTime)
+	}
+	// The report must be written even when shutting down: that is the
+	// outbox's whole point.
+	if err := p.led.EnqueueReport(context.WithoutCancel(ctx), local, r); err != nil {
+		p.log.Error("storing the job's report failed; the lease will lapse and the job will be requeued", "job", j.ID, "err", err)
+		return
+	}
+	p.deliver(ctx, r, self)
+}
+
+// heartbeat keeps the lease of a running job. If the coordinator says the
+// job is no longer ours (cancelled, requeued and retaken), it stops the run.
+func (p *Provider) heartbeat(ctx context.Context, client *httpapi.Client, j node3.Job, stop context.CancelFunc, lost *atomic.Value, done chan<- struct{}) {
+	defer close(done)
+	every := j.LeaseExpiresAt.Sub(j.AcceptedAt) / 3
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	t := time.NewTimer(0) // the first beat marks the job running
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := client.Heartbeat(ctx, j.ID)
+		switch c := node3.ErrorCode(err); {
+		case err == nil:
+			p.connected.Store(true)
+		case ctx.Err() != nil:
+			return
+		case c == node3.CodeConflict || c == node3.CodeNotFound || c == node3.CodeForbidden:
+			lost.Store(err.Error())
+			stop()
+			return
+		default:
+			p.connected.Store(false)
+			p.log.Warn("heartbeat failed; the job keeps running", "job", j.ID, "err", err)
+		}
+		t.Reset(every)
+	}
+}
+
+// deliver sends one report. Success or a final refusal removes it from the
+// outbox; anything else leaves it there for the retry loop.
+func (p *Provider) deliver(ctx context.Context, r node3.Report, self string) bool {
+	if _, busy := p.inflight.LoadOrStore(r.JobID, struct{}{}); busy {
+		return false
+	}
+	defer p.inflight.Delete(r.JobID)
+	client, _ := p.api()
+	// A report outlives the context of the job it reports on.
+	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if ctx.Err() != nil {
+		// Shutting down: one quick try, then the outbox keeps it for next start.
+		sendCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+	}
+	var (
+		coord node3.Job
+		err   error
+	)
+	if r.Kind == node3.ReportCompleted {
+		coord, err = client.Complete(sendCtx, r.JobID, r.Result)
+	} else {
+		coord, err = client.Fail(sendCtx, r.JobID, httpapi.FailRequest{Reason: truncateReason(r.Reason), Retryable: r.Retryable, JobResult: r.Result})
+	}
+	if p.aborted.Load() {
+		return false
+	}
+	var ack *node3.Job
+	switch c := node3.ErrorCode(err); {
+	case err == nil:
+		ack = &coord
+		p.metrics.reports.WithLabelValues("delivered").Inc()
+		p.connected.Store(true)
+	case c == node3.CodeConflict || c == node3.CodeNotFound || c == node3.CodeForbidden || c == node3.CodeInvalid:
+		p.metrics.reports.WithLabelValues("refused").Inc()
+		p.log.Warn("the coordinator refused a report; dropping it", "job", r.JobID, "err", err)
+	default:
+		p.metrics.reports.WithLabelValues("retry").Inc()
+		p.connected.Store(false)
+		p.log.Warn("report not delivered; it stays in the outbox", "job", r.JobID, "err", err)
+		select {
+		case p.retryWake <- struct{}{}:
+		default:
+		}
+		return false
+	}
+	if err := p.led.AckReport(context.WithoutCancel(ctx), r.JobID, ack, self, p.cfg.Now()); err != nil {
+		p.log.Error("removing a delivered report from the outbox", "job", r.JobID, "err", err)
+	}
+	return true
+}
+
+func truncateReason(s string) string {
+	if len(s) > 4000 {
+		return s[:4000] + "…"
+	}
+	return s
+}
+
+// outbox redelivers reports that could not be sent: at start (reports left
+// by an earlier run) and after failures, with backoff.
+func (p *Provider) outbox(ctx context.Context) {
+	defer p.wg.Done()
+	b := backoff{min: 250 * time.Millisecond, max: 15 * time.Second}
+	wait := time.Duration(0)
+	for {
+		if !sleep(ctx, wait) {
+			return
+		}
+		pending, err := p.led.PendingReports(ctx, 256)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.log.Error("reading the outbox", "err", err)
+		}
+		_, self := p.api()
+		failed := false
+		for _, r := range pending {
+			if ctx.Err() != nil {
+				return
+			}
+			if _, busy := p.inflight.Load(r.JobID); busy {
+				continue
+			}
+			if !p.deliver(ctx, r, self) {
+				failed = true
+				break
+			}
+		}
+		if failed {
+			wait = b.next()
+			continue
+		}
+		b.reset()
+		wait = 0
+		if len(pending) == 256 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.retryWake:
+			wait = b.next()
+		case <-time.After(30 * time.Second):
+		}
+	}
+}
+
+// ActiveJobs lists the jobs this provider holds.
+func (p *Provider) ActiveJobs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.active))
+	for id := range p.active {
+		out = append(out, id)
+	}
+	return out
+}
+
+// AgentID is this provider's id at the coordinator ("" before registration).
+func (p *Provider) AgentID() string {
+	_, id := p.api()
+	return id
+}
+
+// Connected reports whether the last call to the coordinator went through.
+func (p *Provider) Connected() bool { return p.connected.Load() }
+
+// backoff is exponential with jitter.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) peek() time.Duration {
+	if b.cur == 0 {
+		return b.min
+	}
+	return b.cur
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.peek()
+	b.cur = min(d*2, b.max)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleep waits d or until ctx ends; false means ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
