@@ -74,6 +74,7 @@ func putJob(w *writer, old *node3.Job, j node3.Job) error {
 			return err
 		}
 	}
+	w.jobs = append(w.jobs, j)
 	return w.setJSON(jobKey(j.ID), j)
 }
 

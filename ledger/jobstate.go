@@ -36,9 +36,11 @@ type Event struct {
 //
 // Repeating an event that already took effect (the same provider accepting
 // or completing again) returns the job unchanged and no error, so every
-// call is safe to retry. An event the job's state does not allow is a
-// CodeConflict error; one from a provider that does not hold the job is
-// CodeForbidden.
+// call is safe to retry. An event the job's state does not allow, or one
+// from a provider that does not hold the job, is a CodeConflict error.
+//
+// A heartbeat on a lease that has lapsed but not yet been swept renews it:
+// the holder is evidently alive, and nobody else can have the job yet.
 func Apply(j node3.Job, ev Event) (node3.Job, bool, error) {
 	switch ev.Kind {
 	case EvAccept:

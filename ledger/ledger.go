@@ -41,6 +41,8 @@ type Ledger struct {
 	maxBatch  int
 	mu        sync.RWMutex // guards closed against sends on reqs
 	closed    bool
+	obsMu     sync.RWMutex
+	observers []func(node3.Job)
 	statsMu   sync.Mutex
 	batches   uint64
 	committed uint64
@@ -190,29 +192,32 @@ func (l *Ledger) commitPrefix(batch []*writeReq) (int, []error) {
 	txn := l.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	errs := make([]error, 0, len(batch))
-	var staged [][]mutation // the mutations of each request applied so far
-	for i, r := range batch {
+	var ok []*writer // the requests whose mutations are in txn
+	for _, r := range batch {
 		w := &writer{txn: txn}
 		err := safeRun(r.fn, w)
 		if err == nil {
-			err = applyAll(txn, w.muts)
-			if errors.Is(err, badger.ErrTxnTooBig) {
-				// Part of this request may be in txn: start over with the
-				// requests before it, which fitted, and leave it for the next
-				// transaction.
+			if err = applyAll(txn, w.muts); err != nil {
+				// Part of this request may be in txn: rebuild it from the
+				// requests before it, which applied cleanly.
 				txn.Discard()
 				txn = l.db.NewTransaction(true)
-				if i == 0 {
-					return 1, []error{node3.Errorf(node3.CodeTooLarge, "write is too large for one transaction")}
-				}
-				for _, ms := range staged {
-					if err := applyAll(txn, ms); err != nil {
-						return l.failAll(i, err)
+				for _, o := range ok {
+					if err := applyAll(txn, o.muts); err != nil {
+						return l.failAll(len(errs), err)
 					}
 				}
-				break
+				if errors.Is(err, badger.ErrTxnTooBig) {
+					if len(errs) > 0 {
+						break // this one starts the next transaction
+					}
+					err = node3.Errorf(node3.CodeTooLarge, "write is too large for one transaction")
+				} else {
+					err = fmt.Errorf("ledger: %w", err)
+				}
+			} else {
+				ok = append(ok, w)
 			}
-			staged = append(staged, w.muts)
 		}
 		errs = append(errs, err)
 	}
@@ -224,7 +229,29 @@ func (l *Ledger) commitPrefix(batch []*writeReq) (int, []error) {
 	l.batches++
 	l.committed += uint64(n)
 	l.statsMu.Unlock()
+	// Observers see committed job changes in commit order.
+	l.obsMu.RLock()
+	obs := l.observers
+	l.obsMu.RUnlock()
+	if len(obs) > 0 {
+		for _, w := range ok {
+			for _, j := range w.jobs {
+				for _, f := range obs {
+					f(j)
+				}
+			}
+		}
+	}
 	return n, errs
+}
+
+// Watch registers f to be called with every job change after it is
+// committed, in commit order, from the writer goroutine: f must be quick
+// and must not call back into the ledger's write methods.
+func (l *Ledger) Watch(f func(node3.Job)) {
+	l.obsMu.Lock()
+	l.observers = append(append([]func(node3.Job){}, l.observers...), f)
+	l.obsMu.Unlock()
 }
 
 func (l *Ledger) failAll(n int, err error) (int, []error) {
@@ -281,6 +308,7 @@ func (l *Ledger) gcLoop(every time.Duration) {
 // and the committed state).
 type writer struct {
 	txn  *badger.Txn
+	jobs []node3.Job // job changes, for observers
 	muts []mutation
 	own  map[string]int // key → index in muts
 }

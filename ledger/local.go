@@ -13,9 +13,10 @@ import (
 // A provider's own books: its settings, the jobs it ran, what it earned
 // and the reports it still owes its coordinator.
 const (
-	pSetting     = "s/"  // s/<name> → value
-	pHistory     = "h/"  // h/<job id> → Job as this provider last knew it
-	pOutbox      = "o/"  // o/<job id> → Report not yet acknowledged
+	pSetting     = "s/" // s/<name> → value
+	pHistory     = "h/" // h/<job id> → Job as this provider last knew it
+	pOutbox      = "o/" // o/<job id> → Report not yet acknowledged
+	pEarned      = "e/" // e/<job id>: its reward is counted in the earnings
 	cEarned      = "c/local/earned"
 	cEarnedDay   = "c/local/earned/day/" // + YYYY-MM-DD (UTC)
 	cLocalDone   = "c/local/completed"
@@ -109,6 +110,10 @@ func (l *Ledger) AckReport(ctx context.Context, jobID string, coord *node3.Job, 
 		switch {
 		case coord == nil:
 		case coord.Status == node3.StatusCompleted && coord.AgentID == self:
+			if _, booked, err := w.get(pEarned + jobID); err != nil || booked {
+				return err
+			}
+			w.set(pEarned+jobID, nil)
 			if err := w.add(cLocalDone, 1); err != nil {
 				return err
 			}

@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -35,15 +37,10 @@ type Coordinator struct {
 
 	mu       sync.Mutex
 	changed  chan struct{}        // closed and replaced when jobs become available
-	offers   map[string]offer     // job id → the agent it was last shown to
+	board    *board               // the available jobs and who they were offered to
 	lastSeen map[string]time.Time // agent id → last call
 
 	metrics coordMetrics
-}
-
-type offer struct {
-	agent string
-	until time.Time
 }
 
 type coordMetrics struct {
@@ -51,8 +48,10 @@ type coordMetrics struct {
 	polls       prometheus.Counter
 }
 
-// NewCoordinator returns a coordinator over cfg.Ledger.
-func NewCoordinator(cfg CoordinatorConfig) *Coordinator {
+// NewCoordinator returns a coordinator over cfg.Ledger. It must be made
+// before anything else writes jobs to that ledger: it follows the ledger's
+// job changes from then on, after loading the open board.
+func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -76,7 +75,7 @@ func NewCoordinator(cfg CoordinatorConfig) *Coordinator {
 		led:      cfg.Ledger,
 		log:      cfg.Logger,
 		changed:  make(chan struct{}),
-		offers:   make(map[string]offer),
+		board:    newBoard(),
 		lastSeen: make(map[string]time.Time),
 		metrics: coordMetrics{
 			transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -92,7 +91,29 @@ func NewCoordinator(cfg CoordinatorConfig) *Coordinator {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(c.metrics.transitions, c.metrics.polls)
 	}
-	return c
+	c.led.Watch(c.observe)
+	open, err := c.led.Jobs(ctx, ledger.JobFilter{Status: node3.StatusAvailable, Oldest: true, Limit: math.MaxInt})
+	if err != nil {
+		return nil, fmt.Errorf("loading the open board: %w", err)
+	}
+	c.mu.Lock()
+	for _, j := range open {
+		c.board.update(j)
+	}
+	c.mu.Unlock()
+	return c, nil
+}
+
+// observe follows every committed job change, in commit order.
+func (c *Coordinator) observe(j node3.Job) {
+	c.metrics.transitions.WithLabelValues(string(j.Status)).Inc()
+	c.mu.Lock()
+	c.board.update(j)
+	if j.Status == node3.StatusAvailable {
+		close(c.changed) // wake every long-poll
+		c.changed = make(chan struct{})
+	}
+	c.mu.Unlock()
 }
 
 // Run sweeps lapsed leases and expired jobs until ctx ends.
@@ -115,43 +136,18 @@ func (c *Coordinator) sweep(ctx context.Context) {
 	if err != nil && ctx.Err() == nil {
 		c.log.Error("sweeping leases", "err", err)
 	}
-	woke := false
 	for _, j := range requeued {
-		c.count(j)
 		c.log.Warn("lease lost", "job", j.ID, "agent", j.AgentID, "attempt", j.Attempt, "now", j.Status)
-		if j.Status == node3.StatusAvailable {
-			woke = true
-		}
 	}
 	expired, err := c.led.Sweep(ctx, ledger.EvExpire, now, 1000)
 	if err != nil && ctx.Err() == nil {
 		c.log.Error("sweeping expired jobs", "err", err)
 	}
 	for _, j := range expired {
-		c.count(j)
 		c.log.Info("job expired untaken", "job", j.ID)
 	}
-	if woke {
-		c.notify()
-	}
 	c.mu.Lock()
-	for id, o := range c.offers {
-		if now.After(o.until) {
-			delete(c.offers, id)
-		}
-	}
-	c.mu.Unlock()
-}
-
-func (c *Coordinator) count(j node3.Job) {
-	c.metrics.transitions.WithLabelValues(string(j.Status)).Inc()
-}
-
-// notify wakes every long-poll waiting for jobs.
-func (c *Coordinator) notify() {
-	c.mu.Lock()
-	close(c.changed)
-	c.changed = make(chan struct{})
+	c.board.expireOffers(now)
 	c.mu.Unlock()
 }
 
@@ -219,33 +215,14 @@ func (c *Coordinator) AvailableJobs(ctx context.Context, a node3.Agent, limit in
 	}
 }
 
-func (c *Coordinator) offer(ctx context.Context, a node3.Agent, limit int) ([]node3.Job, error) {
+// offer hands out up to limit matching jobs not on offer to anyone else.
+func (c *Coordinator) offer(_ context.Context, a node3.Agent, limit int) ([]node3.Job, error) {
 	now := c.cfg.Now()
 	c.mu.Lock()
-	held := make(map[string]bool)
-	for id, o := range c.offers {
-		if o.agent != a.ID && now.Before(o.until) {
-			held[id] = true
-		}
-	}
-	c.mu.Unlock()
-	jobs, err := c.led.Jobs(ctx, ledger.JobFilter{
-		Status: node3.StatusAvailable,
-		Oldest: true,
-		Limit:  limit,
-		Match: func(j node3.Job) bool {
-			return !held[j.ID] && now.Before(j.ExpiresAt) && j.Requirements.MatchedBy(a.GPUs)
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	for _, j := range jobs {
-		c.offers[j.ID] = offer{agent: a.ID, until: now.Add(c.cfg.OfferTTL)}
-	}
-	c.mu.Unlock()
-	return jobs, nil
+	defer c.mu.Unlock()
+	return c.board.take(a.ID, limit, now, c.cfg.OfferTTL, func(j node3.Job) bool {
+		return j.Requirements.MatchedBy(a.GPUs)
+	}), nil
 }
 
 // Accept grants a job to an agent whose GPUs meet its requirements: the
@@ -263,20 +240,7 @@ func (c *Coordinator) Accept(ctx context.Context, a node3.Agent, jobID string) (
 
 func (c *Coordinator) transition(ctx context.Context, jobID string, ev ledger.Event) (node3.Job, error) {
 	ev.Now = c.cfg.Now()
-	j, err := c.led.Transition(ctx, jobID, ev)
-	if err != nil {
-		return j, err
-	}
-	c.count(j)
-	switch {
-	case ev.Kind == ledger.EvAccept:
-		c.mu.Lock()
-		delete(c.offers, jobID)
-		c.mu.Unlock()
-	case j.Status == node3.StatusAvailable:
-		c.notify() // a retryable failure put it back
-	}
-	return j, nil
+	return c.led.Transition(ctx, jobID, ev)
 }
 
 // Heartbeat marks the job running and extends its lease.
@@ -312,13 +276,7 @@ func (c *Coordinator) Cancel(ctx context.Context, jobID, reason string) (node3.J
 
 // CreateJob puts a new job on the board and wakes waiting agents.
 func (c *Coordinator) CreateJob(ctx context.Context, spec node3.JobSpec) (node3.Job, error) {
-	j, err := c.led.CreateJob(ctx, spec, c.cfg.Now())
-	if err != nil {
-		return j, err
-	}
-	c.count(j)
-	c.notify()
-	return j, nil
+	return c.led.CreateJob(ctx, spec, c.cfg.Now())
 }
 
 // Agents lists registered agents with their last-seen times.

@@ -118,7 +118,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if cfg.Coordinator {
-		if err := n.setupCoordinator(); err != nil {
+		if err := n.setupCoordinator(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -133,13 +133,13 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
-func (n *Node) setupCoordinator() error {
+func (n *Node) setupCoordinator(ctx context.Context) error {
 	key, created, err := loadOrCreateAdminKey(n.cfg.AdminKey, filepath.Join(n.cfg.DataDir, "admin_api_key"))
 	if err != nil {
 		return err
 	}
 	n.adminKey, n.adminCreated = key, created
-	n.coord = NewCoordinator(CoordinatorConfig{
+	n.coord, err = NewCoordinator(ctx, CoordinatorConfig{
 		Ledger:        n.led,
 		Logger:        n.log.With("role", "coordinator"),
 		Now:           n.cfg.Now,
@@ -147,6 +147,9 @@ func (n *Node) setupCoordinator() error {
 		Lease:         n.cfg.Lease,
 		SweepInterval: n.cfg.SweepInterval,
 	})
+	if err != nil {
+		return err
+	}
 	if n.marketLn, err = net.Listen("tcp", n.cfg.MarketplaceListen); err != nil {
 		return fmt.Errorf("node: marketplace API on %s: %w", n.cfg.MarketplaceListen, err)
 	}

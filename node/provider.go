@@ -318,10 +318,10 @@ func (p *Provider) poll(ctx context.Context) {
 // runJob accepts, runs and reports one job.
 func (p *Provider) runJob(ctx context.Context, offered node3.Job, idx []int) {
 	defer p.wg.Done()
-	defer p.release(offered, idx)
 	client, self := p.api()
 	j, err := client.Accept(ctx, offered.ID)
 	if err != nil {
+		p.release(offered, idx)
 		if c := node3.ErrorCode(err); c == node3.CodeConflict || c == node3.CodeNotFound {
 			p.log.Debug("job taken by another provider", "job", offered.ID)
 		} else if ctx.Err() == nil {
@@ -346,6 +346,8 @@ func (p *Provider) runJob(ctx context.Context, offered node3.Job, idx []int) {
 	res, runErr := p.cfg.Executor.Run(jobCtx, j, gpus)
 	cancel()
 	<-hbDone
+	// The GPUs and the slot are free again; reporting needs neither.
+	p.release(offered, idx)
 
 	if p.aborted.Load() {
 		return
@@ -585,4 +587,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-

@@ -1,0 +1,106 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/node3/node3"
+	"github.com/node3/node3/httpapi"
+	"github.com/node3/node3/ledger"
+)
+
+// BenchmarkRESTNoop pushes b.N noop jobs through the REST path — admin
+// submit, provider long-poll, accept, complete, payout booked — with 1, 4
+// and 16 providers, all durable (fsync on every commit). It reports jobs/s
+// and the p50/p99 of submit→accepted and submit→completed, measured on the
+// coordinator's clock from each job's own timestamps.
+//
+//	go test -run '^$' -bench RESTNoop -benchtime 5000x ./harness/
+func BenchmarkRESTNoop(b *testing.B) {
+	for _, providers := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("providers=%d", providers), func(b *testing.B) {
+			benchNoop(b, providers)
+		})
+	}
+}
+
+func benchNoop(b *testing.B, providers int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	nw, err := Start(ctx, Config{Dir: b.TempDir(), Providers: providers, Slots: 32})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nw.Close()
+	if err := nw.WaitRegistered(ctx); err != nil {
+		b.Fatal(err)
+	}
+	admin := nw.Admin()
+	const submitters = 8
+	var next atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, submitters)
+	for w := 0; w < submitters; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				if _, err := admin.CreateJob(ctx, httpapi.CreateJobRequest{JobType: "noop", Reward: []byte("0.000001")}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	led := nw.Coordinator().Ledger()
+	if err := poll(ctx, time.Millisecond, func() (bool, error) {
+		s, err := led.Stats(ctx)
+		return s.Jobs[node3.StatusCompleted] >= int64(b.N), err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	jobs, err := led.Jobs(ctx, jobsFilter(b.N))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var accepted, completed []time.Duration
+	for _, j := range jobs {
+		accepted = append(accepted, j.AcceptedAt.Sub(j.CreatedAt))
+		completed = append(completed, j.FinishedAt.Sub(j.CreatedAt))
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "jobs/s")
+	b.ReportMetric(ms(pct(accepted, 50)), "p50-accept-ms")
+	b.ReportMetric(ms(pct(accepted, 99)), "p99-accept-ms")
+	b.ReportMetric(ms(pct(completed, 50)), "p50-complete-ms")
+	b.ReportMetric(ms(pct(completed, 99)), "p99-complete-ms")
+	batches, reqs := led.WriteStats()
+	b.ReportMetric(float64(reqs)/float64(max(batches, 1)), "writes/commit")
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[min(len(d)-1, len(d)*p/100)]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func jobsFilter(n int) ledger.JobFilter {
+	return ledger.JobFilter{Status: node3.StatusCompleted, Limit: n}
+}
