@@ -1,0 +1,86 @@
+package node3
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNormalize(t *testing.T) {
+	ok := func() JobSpec { return JobSpec{Kind: KindTest, Reward: 1000} }
+	cases := []struct {
+		name string
+		mod  func(*JobSpec)
+		want string // "" means valid
+	}{
+		{"defaults", func(*JobSpec) {}, ""},
+		{"no kind", func(s *JobSpec) { s.Kind = "" }, "job_type is required"},
+		{"unknown kind", func(s *JobSpec) { s.Kind = "mine-bitcoin" }, "is not one of"},
+		{"reward too big", func(s *JobSpec) { s.Reward = MaxReward + 1 }, "above the maximum"},
+		{"gpu count negative", func(s *JobSpec) { s.GPU = true; s.GPUCount = -1 }, "gpu_count"},
+		{"gpu reqs without gpu", func(s *JobSpec) { s.MinGPUMemory = 1 }, "requires_gpu is false"},
+		{"command without argv", func(s *JobSpec) { s.Kind = KindCommand }, "need a command"},
+		{"command with argv", func(s *JobSpec) { s.Kind = KindCommand; s.Command = []string{"echo", "hi"} }, ""},
+		{"container without image", func(s *JobSpec) { s.Kind = KindContainer }, "need an image"},
+		{"test with command", func(s *JobSpec) { s.Command = []string{"ls"} }, "take no command"},
+		{"NUL in arg", func(s *JobSpec) { s.Kind = KindCommand; s.Command = []string{"a\x00b"} }, "NUL"},
+		{"bad env name", func(s *JobSpec) { s.Env = map[string]string{"1X": "y"} }, "not a valid variable name"},
+		{"network for non-container", func(s *JobSpec) { s.Network = true }, "container jobs only"},
+		{"timeout negative", func(s *JobSpec) { s.TimeoutSecs = -5 }, "timeout_seconds"},
+		{"timeout too long", func(s *JobSpec) { s.TimeoutSecs = MaxTimeout + 1 }, "timeout_seconds"},
+		{"attempts too many", func(s *JobSpec) { s.MaxAttempts = MaxMaxAttempts + 1 }, "max_attempts"},
+		{"ttl negative", func(s *JobSpec) { s.TTLSecs = -1 }, "expires_in_seconds"},
+		{"input url not http", func(s *JobSpec) { s.InputURL = "file:///etc/passwd" }, "http or https"},
+		{"sha without url", func(s *JobSpec) { s.InputSHA256 = strings.Repeat("a", 64) }, "without input_url"},
+		{"bad sha", func(s *JobSpec) { s.InputURL = "https://x/y"; s.InputSHA256 = "abc" }, "64 hex digits"},
+		{"good input", func(s *JobSpec) { s.InputURL = "https://x/y"; s.InputSHA256 = strings.Repeat("A", 64) }, ""},
+		{"long description", func(s *JobSpec) { s.Description = strings.Repeat("x", 5000) }, "description is longer"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := ok()
+			c.mod(&s)
+			err := s.Normalize()
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if s.TimeoutSecs == 0 || s.MaxAttempts == 0 || s.TTLSecs == 0 {
+					t.Fatalf("defaults not filled: %+v", s)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) || ErrorCode(err) != CodeInvalid {
+				t.Fatalf("err = %v, want invalid containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestRequirementsMatch(t *testing.T) {
+	a100 := GPU{Vendor: "NVIDIA", Model: "NVIDIA A100-SXM4-80GB", MemoryBytes: 80 << 30}
+	l4 := GPU{Vendor: "NVIDIA", Model: "NVIDIA L4", MemoryBytes: 24 << 30}
+	mi := GPU{Vendor: "AMD", Model: "AMD Instinct MI250X", MemoryBytes: 128 << 30}
+	cases := []struct {
+		name string
+		r    Requirements
+		gpus []GPU
+		want bool
+	}{
+		{"cpu job, no gpus", Requirements{}, nil, true},
+		{"gpu job, no gpus", Requirements{GPU: true}, nil, false},
+		{"any gpu", Requirements{GPU: true}, []GPU{l4}, true},
+		{"memory", Requirements{GPU: true, MinGPUMemory: 40 << 30}, []GPU{l4}, false},
+		{"memory ok", Requirements{GPU: true, MinGPUMemory: 40 << 30}, []GPU{l4, a100}, true},
+		{"vendor case", Requirements{GPU: true, GPUVendor: "amd"}, []GPU{a100, mi}, true},
+		{"vendor missing", Requirements{GPU: true, GPUVendor: "amd"}, []GPU{a100}, false},
+		{"model substring", Requirements{GPU: true, GPUModel: "a100"}, []GPU{a100}, true},
+		{"count", Requirements{GPU: true, GPUCount: 2}, []GPU{l4}, false},
+		{"count ok", Requirements{GPU: true, GPUCount: 2}, []GPU{l4, l4}, true},
+		{"count with memory", Requirements{GPU: true, GPUCount: 2, MinGPUMemory: 40 << 30}, []GPU{l4, a100}, false},
+	}
+	for _, c := range cases {
+		if got := c.r.MatchedBy(c.gpus); got != c.want {
+			t.Errorf("%s: MatchedBy = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
