@@ -225,11 +225,15 @@ func (n *Native) run(ctx context.Context, job node3.Job, gpus []node3.GPU, res n
 	}
 	timeout := jobTimeout(job)
 
-	w, err := n.newWorkspace(job, gpus)
-	if err != nil {
-		return res, err
+	// Built-in kinds with no input or output touch no disk: making and
+	// removing a scratch directory would cost more than running them.
+	w := &workspace{job: job, gpus: gpus}
+	if job.Kind == node3.KindCommand || job.Kind == node3.KindContainer || job.InputURL != "" || job.OutputURL != "" {
+		if w, err = n.newWorkspace(job, gpus); err != nil {
+			return res, err
+		}
+		defer n.removeWorkspace(w, log)
 	}
-	defer n.removeWorkspace(w, log)
 
 	if job.InputURL != "" {
 		start := n.now()

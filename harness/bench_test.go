@@ -30,9 +30,11 @@ func BenchmarkRESTNoop(b *testing.B) {
 }
 
 func benchNoop(b *testing.B, providers int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	nodesCtx, stopNodes := context.WithCancel(context.Background())
+	defer stopNodes()
+	ctx, cancel := context.WithTimeout(nodesCtx, 5*time.Minute)
 	defer cancel()
-	nw, err := Start(ctx, Config{Dir: b.TempDir(), Providers: providers, Slots: 32})
+	nw, err := Start(nodesCtx, Config{Dir: b.TempDir(), Providers: providers, Slots: 32})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -69,7 +71,8 @@ func benchNoop(b *testing.B, providers int) {
 		s, err := led.Stats(ctx)
 		return s.Jobs[node3.StatusCompleted] >= int64(b.N), err
 	}); err != nil {
-		b.Fatal(err)
+		s, _ := led.Stats(context.Background())
+		b.Fatalf("%v; jobs by state: %v", err, s.Jobs)
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()

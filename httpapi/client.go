@@ -152,10 +152,18 @@ func (c *Client) Register(ctx context.Context, req RegisterRequest) (RegisterRes
 	return out, c.do(ctx, "POST", "/api/agents/register", noAuth, req, &out)
 }
 
-// Available fetches up to limit jobs, long-polling up to wait.
-func (c *Client) Available(ctx context.Context, limit int, wait time.Duration) ([]node3.Job, error) {
+// Available fetches up to limit jobs that fit free (nil: anything the
+// agent's GPUs can run), long-polling up to wait.
+func (c *Client) Available(ctx context.Context, limit int, free *node3.Capacity, wait time.Duration) ([]node3.Job, error) {
+	req := AvailableRequest{Limit: limit, WaitSeconds: wait.Seconds()}
+	if free != nil {
+		req.FreeSlots, req.FreeGPUs = &free.Slots, free.GPUs
+		if req.FreeGPUs == nil {
+			req.FreeGPUs = []int{}
+		}
+	}
 	var out JobsResponse
-	err := c.do(ctx, "POST", "/api/jobs/available", agentAuth, AvailableRequest{Limit: limit, WaitSeconds: wait.Seconds()}, &out)
+	err := c.do(ctx, "POST", "/api/jobs/available", agentAuth, req, &out)
 	return jobsOf(out), err
 }
 

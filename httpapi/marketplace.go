@@ -17,9 +17,10 @@ import (
 type Marketplace interface {
 	RegisterAgent(ctx context.Context, a node3.Agent) (node3.Agent, string, error)
 	AgentByKey(ctx context.Context, key string) (node3.Agent, error)
-	// AvailableJobs returns up to limit jobs the agent can run, waiting up
-	// to wait for one to appear when there are none.
-	AvailableJobs(ctx context.Context, agent node3.Agent, limit int, wait time.Duration) ([]node3.Job, error)
+	// AvailableJobs returns up to limit jobs the agent can start with its
+	// free capacity (nil: everything free), waiting up to wait for one to
+	// appear when there are none.
+	AvailableJobs(ctx context.Context, agent node3.Agent, limit int, free *node3.Capacity, wait time.Duration) ([]node3.Job, error)
 	Accept(ctx context.Context, agent node3.Agent, jobID string) (node3.Job, error)
 	Heartbeat(ctx context.Context, agentID, jobID string) (node3.Job, error)
 	Complete(ctx context.Context, agentID, jobID string, res node3.JobResult) (node3.Job, error)
@@ -185,12 +186,25 @@ func (m *MarketplaceAPI) available(w http.ResponseWriter, r *http.Request, a nod
 		writeError(w, m.log, r, node3.Errorf(node3.CodeInvalid, "limit must be between 1 and 100"))
 		return
 	}
-	wait := time.Duration(req.WaitSeconds * float64(time.Second))
-	if req.WaitSeconds < 0 || wait > m.cfg.MaxWait {
+	// Compare in seconds before converting: a huge wait_seconds would
+	// overflow the Duration and slip past the bound as a negative wait.
+	if req.WaitSeconds < 0 || req.WaitSeconds > m.cfg.MaxWait.Seconds() {
 		writeError(w, m.log, r, node3.Errorf(node3.CodeInvalid, "wait_seconds must be between 0 and %g", m.cfg.MaxWait.Seconds()))
 		return
 	}
-	jobs, err := m.cfg.Market.AvailableJobs(r.Context(), a, req.Limit, wait)
+	wait := time.Duration(req.WaitSeconds * float64(time.Second))
+	var free *node3.Capacity
+	if req.FreeSlots != nil || req.FreeGPUs != nil {
+		free = &node3.Capacity{GPUs: req.FreeGPUs}
+		if req.FreeSlots != nil {
+			free.Slots = *req.FreeSlots
+		}
+		if free.Slots < 0 || free.Slots > 10000 || len(free.GPUs) > node3.MaxGPUCount {
+			writeError(w, m.log, r, node3.Errorf(node3.CodeInvalid, "free_slots must be between 0 and 10000 and free_gpus list at most %d GPUs", node3.MaxGPUCount))
+			return
+		}
+	}
+	jobs, err := m.cfg.Market.AvailableJobs(r.Context(), a, req.Limit, free, wait)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the agent hung up
@@ -293,11 +307,7 @@ func (m *MarketplaceAPI) job(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *MarketplaceAPI) viewAgent(a node3.Agent) AgentView {
-	status := "offline"
-	if m.cfg.Market.Online(a) {
-		status = "online"
-	}
-	return AgentView{Agent: a, Status: status, Earned: json.Number(a.Earned.SOL())}
+	return ViewAgent(a, m.cfg.Market.Online(a))
 }
 
 func (m *MarketplaceAPI) agents(w http.ResponseWriter, r *http.Request) {

@@ -74,6 +74,10 @@ type RegisterResponse struct {
 type AvailableRequest struct {
 	Limit       int     `json:"limit,omitempty"`
 	WaitSeconds float64 `json:"wait_seconds,omitempty"`
+	// FreeSlots and FreeGPUs say what the agent can start now; without
+	// them the marketplace assumes all its GPUs and limit slots are free.
+	FreeSlots *int  `json:"free_slots,omitempty"`
+	FreeGPUs  []int `json:"free_gpus,omitempty"`
 }
 
 // FailRequest reports a failed job.
@@ -171,6 +175,15 @@ type AgentView struct {
 	node3.Agent
 	Status string      `json:"status"` // online | offline
 	Earned json.Number `json:"earned"` // SOL
+}
+
+// ViewAgent presents an agent.
+func ViewAgent(a node3.Agent, online bool) AgentView {
+	status := "offline"
+	if online {
+		status = "online"
+	}
+	return AgentView{Agent: a, Status: status, Earned: json.Number(a.Earned.SOL())}
 }
 
 // AgentsResponse lists agents.

@@ -23,8 +23,14 @@ type board struct {
 
 type offer struct {
 	agent string
+	at    time.Time
 	until time.Time
 }
+
+// reofferAfter is how long a job on offer is kept from the agent it was
+// offered to: long enough for its accept to land, short enough that a
+// poll answer lost on the way costs little.
+const reofferAfter = 250 * time.Millisecond
 
 func newBoard() *board {
 	return &board{jobs: make(map[string]node3.Job), offers: make(map[string]offer)}
@@ -64,8 +70,8 @@ func (b *board) update(j node3.Job) {
 }
 
 // take returns up to limit available jobs, oldest first, that match and
-// are not on offer to anyone right now, and puts them on offer to agent
-// until now+ttl.
+// are not on offer right now — to another agent until the offer lapses, to
+// this agent for reofferAfter — and puts them on offer to agent until now+ttl.
 func (b *board) take(agent string, limit int, now time.Time, ttl time.Duration, match func(node3.Job) bool) []node3.Job {
 	var out []node3.Job
 	for _, id := range b.order {
@@ -76,13 +82,13 @@ func (b *board) take(agent string, limit int, now time.Time, ttl time.Duration, 
 		if !ok || !now.Before(j.ExpiresAt) {
 			continue
 		}
-		if o, held := b.offers[id]; held && now.Before(o.until) {
+		if o, held := b.offers[id]; held && now.Before(o.until) && (o.agent != agent || now.Sub(o.at) < reofferAfter) {
 			continue
 		}
 		if !match(j) {
 			continue
 		}
-		b.offers[id] = offer{agent: agent, until: now.Add(ttl)}
+		b.offers[id] = offer{agent: agent, at: now, until: now.Add(ttl)}
 		out = append(out, j)
 	}
 	return out

@@ -186,10 +186,10 @@ func (c *Coordinator) AgentByKey(ctx context.Context, key string) (node3.Agent, 
 	return a, err
 }
 
-// AvailableJobs returns up to limit available jobs the agent's GPUs can
-// run, oldest first, skipping jobs just shown to another agent. With wait >
-// 0 it blocks until there is at least one or the wait is over.
-func (c *Coordinator) AvailableJobs(ctx context.Context, a node3.Agent, limit int, wait time.Duration) ([]node3.Job, error) {
+// AvailableJobs returns up to limit available jobs that fit the agent's
+// free capacity, oldest first, skipping jobs on offer to another agent.
+// With wait > 0 it blocks until there is at least one or the wait is over.
+func (c *Coordinator) AvailableJobs(ctx context.Context, a node3.Agent, limit int, free *node3.Capacity, wait time.Duration) ([]node3.Job, error) {
 	c.metrics.polls.Inc()
 	var deadline <-chan time.Time
 	if wait > 0 {
@@ -197,16 +197,25 @@ func (c *Coordinator) AvailableJobs(ctx context.Context, a node3.Agent, limit in
 		defer t.Stop()
 		deadline = t.C
 	}
+	// Offers to other agents lapse without any event: look again at least
+	// once per offer lifetime.
+	recheck := time.NewTicker(c.cfg.OfferTTL)
+	defer recheck.Stop()
 	for {
 		c.mu.Lock()
 		changed := c.changed
 		c.mu.Unlock()
-		jobs, err := c.offer(ctx, a, limit)
+		jobs, err := c.offer(a, limit, free)
 		if err != nil || len(jobs) > 0 || wait <= 0 {
+			if len(jobs) > 0 && ctx.Err() != nil {
+				c.withdraw(a.ID, jobs) // the agent hung up: nobody will take these
+				return nil, ctx.Err()
+			}
 			return jobs, err
 		}
 		select {
 		case <-changed:
+		case <-recheck.C:
 		case <-deadline:
 			return nil, nil
 		case <-ctx.Done():
@@ -215,13 +224,26 @@ func (c *Coordinator) AvailableJobs(ctx context.Context, a node3.Agent, limit in
 	}
 }
 
-// offer hands out up to limit matching jobs not on offer to anyone else.
-func (c *Coordinator) offer(_ context.Context, a node3.Agent, limit int) ([]node3.Job, error) {
+// withdraw cancels offers an agent will never see.
+func (c *Coordinator) withdraw(agentID string, jobs []node3.Job) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, j := range jobs {
+		if o, ok := c.board.offers[j.ID]; ok && o.agent == agentID {
+			delete(c.board.offers, j.ID)
+		}
+	}
+}
+
+// offer hands out up to limit jobs that fit the agent's free capacity and
+// are not on offer to anyone else.
+func (c *Coordinator) offer(a node3.Agent, limit int, free *node3.Capacity) ([]node3.Job, error) {
 	now := c.cfg.Now()
+	fit := node3.NewFitter(a.GPUs, free, limit)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.board.take(a.ID, limit, now, c.cfg.OfferTTL, func(j node3.Job) bool {
-		return j.Requirements.MatchedBy(a.GPUs)
+		return fit.Take(j.Requirements)
 	}), nil
 }
 

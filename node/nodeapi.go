@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/node3/node3"
 	"github.com/node3/node3/httpapi"
@@ -81,11 +80,7 @@ func (n *Node) MarketplaceAgents(ctx context.Context) ([]httpapi.AgentView, erro
 		}
 		out := make([]httpapi.AgentView, len(agents))
 		for i, a := range agents {
-			status := "offline"
-			if n.coord.Online(a) {
-				status = "online"
-			}
-			out[i] = httpapi.AgentView{Agent: a, Status: status, Earned: json.Number(a.Earned.SOL())}
+			out[i] = httpapi.ViewAgent(a, n.coord.Online(a))
 		}
 		return out, nil
 	}

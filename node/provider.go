@@ -21,6 +21,10 @@ type Executor interface {
 	Run(ctx context.Context, job node3.Job, gpus []node3.GPU) (node3.JobResult, error)
 }
 
+// abandonAfter is how long a poll must have waited before a change of
+// capacity abandons it for a new one.
+const abandonAfter = 50 * time.Millisecond
+
 // Settings the provider keeps in its ledger.
 const (
 	settingAPIKey  = "agent.api_key"
@@ -195,18 +199,18 @@ func (p *Provider) api() (*httpapi.Client, string) {
 	return p.client, p.agentID
 }
 
-// capacity returns how many more jobs could start now and a channel that
-// is closed when that changes.
-func (p *Provider) capacity() (int, <-chan struct{}) {
+// capacity returns what could start now, how many jobs that is at most,
+// and a channel that is closed when it changes.
+func (p *Provider) capacity() (node3.Capacity, int, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := p.freeSlots
-	for _, f := range p.freeGPU {
+	c := node3.Capacity{Slots: p.freeSlots, GPUs: []int{}}
+	for i, f := range p.freeGPU {
 		if f {
-			n++
+			c.GPUs = append(c.GPUs, p.cfg.GPUs[i].Index)
 		}
 	}
-	return n, p.capWake
+	return c, c.Slots + len(c.GPUs), p.capWake
 }
 
 // take reserves what job needs: a slot for a CPU job, fitting free GPUs
@@ -264,8 +268,8 @@ func (p *Provider) release(j node3.Job, idx []int) {
 func (p *Provider) poll(ctx context.Context) {
 	b := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	for ctx.Err() == nil {
-		free, wake := p.capacity()
-		if free == 0 {
+		free, n, wake := p.capacity()
+		if n == 0 {
 			select {
 			case <-wake:
 				continue
@@ -274,10 +278,36 @@ func (p *Provider) poll(ctx context.Context) {
 			}
 		}
 		client, _ := p.api()
-		jobs, err := client.Available(ctx, free, p.cfg.PollWait)
+		// The poll asks for what fits the capacity free now; if more frees
+		// up while it waits, it is abandoned and asked again.
+		pollCtx, cancelPoll := context.WithCancel(ctx)
+		if n < p.cfg.Slots+len(p.cfg.GPUs) {
+			go func() {
+				// Only a poll that is waiting is worth abandoning: one that
+				// answers at once would lose the jobs it was offered.
+				t := time.NewTimer(abandonAfter)
+				defer t.Stop()
+				select {
+				case <-t.C:
+				case <-pollCtx.Done():
+					return
+				}
+				select {
+				case <-wake:
+					cancelPoll()
+				case <-pollCtx.Done():
+				}
+			}()
+		}
+		jobs, err := client.Available(pollCtx, n, &free, p.cfg.PollWait)
+		abandoned := pollCtx.Err() != nil
+		cancelPoll()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if abandoned {
+				continue // capacity changed
 			}
 			p.connected.Store(false)
 			if node3.ErrorCode(err) == node3.CodeUnauthorized {
