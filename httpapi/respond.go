@@ -1,12 +1,15 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/node3/node3"
@@ -85,13 +88,19 @@ const (
 // decode reads exactly one JSON object from the request body into v:
 // unknown fields, wrong types, trailing data and oversized bodies are
 // CodeInvalid / CodeTooLarge errors that say what was wrong. An empty body
-// is allowed when optional is true (v keeps its zero value).
+// is allowed when optional is true (v keeps its zero value). Field names
+// must match exactly: encoding/json alone would take "Wallet_Address" for
+// wallet_address, and the last of "reward" and "REWARD".
 func decode(w http.ResponseWriter, r *http.Request, limit int64, optional bool, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return node3.Errorf(node3.CodeInvalid, "Content-Type must be application/json, not %q", trunc(ct, 64))
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		// Media types are case-insensitive; parameters (charset) may follow.
+		if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" {
+			return node3.Errorf(node3.CodeInvalid, "Content-Type must be application/json, not %q", trunc(ct, 64))
+		}
 	}
+	var raw bytes.Buffer // what the decoder read, for exactKeys
 	body := http.MaxBytesReader(w, r.Body, limit)
-	dec := json.NewDecoder(body)
+	dec := json.NewDecoder(io.TeeReader(body, &raw))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
@@ -107,7 +116,112 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, optional bool, 
 		}
 		return node3.Errorf(node3.CodeInvalid, "request body must hold exactly one JSON object")
 	}
-	return nil
+	return exactKeys(raw.Bytes(), reflect.TypeOf(v))
+}
+
+// exactKeys checks the object keys of a JSON document that decoded into a
+// value of type t: each must be, exactly, the JSON name of a field of the
+// struct it lands in, and appear once. Values bound for maps, interfaces
+// and json.RawMessage are not looked into.
+func exactKeys(data []byte, t reflect.Type) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func(t reflect.Type) error
+	walk = func(t reflect.Type) error {
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t != nil && reflect.PointerTo(t).Implements(reflect.TypeFor[json.Unmarshaler]()) {
+			t = nil // json.RawMessage and the like take what they get
+		}
+		tok, err := dec.Token()
+		if err != nil {
+			return node3.Errorf(node3.CodeInvalid, "request body is not valid JSON")
+		}
+		switch tok {
+		case json.Delim('{'):
+			var fields map[string]reflect.Type
+			if t != nil && t.Kind() == reflect.Struct {
+				fields = make(map[string]reflect.Type)
+				jsonFieldTypes(t, fields)
+			}
+			seen := make(map[string]bool)
+			for dec.More() {
+				tok, err := dec.Token()
+				if err != nil {
+					return node3.Errorf(node3.CodeInvalid, "request body is not valid JSON")
+				}
+				key, _ := tok.(string)
+				if seen[key] {
+					return node3.Errorf(node3.CodeInvalid, "field %q appears twice", trunc(key, 80))
+				}
+				seen[key] = true
+				var next reflect.Type
+				switch {
+				case fields != nil:
+					ft, ok := fields[key]
+					if !ok {
+						return node3.Errorf(node3.CodeInvalid, "unknown field %q", trunc(key, 80))
+					}
+					next = ft
+				case t != nil && t.Kind() == reflect.Map:
+					next = t.Elem()
+				}
+				if err := walk(next); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token() // '}'
+		case json.Delim('['):
+			var elem reflect.Type
+			if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+				elem = t.Elem()
+			}
+			for dec.More() {
+				if err := walk(elem); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token() // ']'
+		}
+		if err != nil {
+			return node3.Errorf(node3.CodeInvalid, "request body is not valid JSON")
+		}
+		return nil
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		// encoding/json takes null for an empty object.
+		return node3.Errorf(node3.CodeInvalid, "request body must be a JSON object")
+	}
+	dec = json.NewDecoder(bytes.NewReader(data))
+	return walk(t)
+}
+
+// jsonFieldTypes adds the JSON names of struct type t's fields (those of
+// embedded structs included) with their types to out.
+func jsonFieldTypes(t reflect.Type, out map[string]reflect.Type) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if ft := f.Type; f.Anonymous && name == "" {
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				jsonFieldTypes(ft, out)
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
 }
 
 func decodeError(err error, limit int64) error {

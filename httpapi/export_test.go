@@ -1,0 +1,9 @@
+package httpapi
+
+// Exports for the external tests (package httpapi_test).
+
+// APIDoc is a parsed OpenAPI document that checks requests and responses.
+type APIDoc = apiDoc
+
+// MarketplaceDoc parses the embedded marketplace document.
+func MarketplaceDoc() (*APIDoc, error) { return parseDoc(marketplaceOpenAPI) }
