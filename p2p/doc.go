@@ -1,0 +1,129 @@
+// Package p2p is node3's network layer: a libp2p host with a persisted
+// identity, the Kademlia DHT, GossipSub topics with validators and peer
+// scoring, and request/response stream protocols. It knows messages, not
+// business rules: it checks that a message is well formed, fresh, not a
+// replay and signed by someone entitled to send it, and hands it to the
+// node package, which owns the ledger and decides what the message means.
+//
+// # Node
+//
+// New(ctx, Config) starts a Node and Close stops it, waiting for every
+// goroutine it started. Several Nodes can run in one process: there is no
+// package-level mutable state, and logger, clock and Prometheus registerer
+// are injected. A Node has:
+//
+//   - an Ed25519 identity in DataDir/identity.key (mode 0600, libp2p
+//     protobuf encoding; created on first start, reused after; a file
+//     readable by others or that does not parse is an error, never
+//     replaced);
+//   - TCP and QUIC transports, a connection manager (ConnLow/ConnHigh,
+//     bootstrap peers protected) and a resource manager with libp2p's
+//     auto-scaled limits plus per-protocol stream limits for the protocols
+//     below;
+//   - bootstrap peers from bootstrap.txt (ParseBootstrapFile: one multiaddr
+//     with /p2p/<id> per line, '#' comments; a bad line is an error naming
+//     its line) and Config.Bootstrap, dialled at start and redialled with
+//     backoff whenever a connection to them is lost;
+//   - a DHT in server mode under the protocol prefix /node3/<network>, so
+//     networks never mix; Advertise/AdvertiseOnce and FindPeers publish and
+//     look up rendezvous strings node3/<network>/<role> (RoleCoordinators,
+//     RoleProviders; every node also advertises RoleNodes, which a
+//     background loop uses to find peers while it has fewer than ConnLow).
+//
+// # Topics
+//
+// Every node subscribes to, and so relays, two topics:
+//
+//	/node3/<network>/jobs/1       JobPosting: new jobs and status updates
+//	/node3/<network>/providers/1  ProviderAdvert: a provider's GPUs and terms
+//
+// GossipSub runs with StrictSign (every message carries its author's peer
+// ID, a sequence number and a signature checked before our validators run),
+// flood publishing (a posting reaches every connected subscriber at once,
+// even before the mesh forms), queues sized for bursts, and peer scoring:
+// each rejected message costs its forwarder 100 points squared by count
+// (jobs topic; 50 on providers), decaying over an hour; below -500 a peer
+// gets no gossip, below -1000 no publishes, below -2500 it is ignored.
+// Loopback (and Config.ColocationWhitelist) is exempt from the IP
+// colocation penalty, so a local network of nodes on 127.0.0.1 is not
+// punished. PeerScore exposes the scores.
+//
+// # Message encoding
+//
+// Gossip and stream messages are JSON objects with a version field "v"
+// (currently 1); JSON was chosen over a compact binary encoding because
+// the messages are small, rare and read by people debugging a network,
+// and because the root package's types already define their JSON form.
+// Decoders accept exactly one object (no trailing data), tolerate unknown
+// fields (a version may grow), bound the input size (128 KiB for postings,
+// 64 KiB for adverts, MaxFrameSize on streams) and check every field's
+// shape and range. Peer IDs are their usual base58 strings, times RFC 3339,
+// amounts integer lamports.
+//
+// A JobPosting carries kind (posted | status), job id, the node3.Job
+// (required when posted), status, the assigned provider, the coordinator's
+// peer ID, a per-job sequence number, issued-at and expires-at. A
+// ProviderAdvert carries the provider's peer ID, GPUs, free slots, price
+// floor in lamports, Solana wallet, software version, a sequence number,
+// issued-at and a TTL of at most an hour. PublishJob and PublishAdvert fill
+// the version, author, time and a rising sequence number when left empty.
+//
+// # Trust model and validation
+//
+// The GossipSub signature binds a message to its author (msg.GetFrom, not
+// the forwarder). On top of that the validators require:
+//
+//   - a posting's coordinator field to equal its author, and the author to
+//     be a trusted coordinator (Config.TrustedCoordinators, TrustFunc,
+//     SetTrustedCoordinators at run time; a node always trusts itself);
+//   - an advert's peer_id to equal its author: a provider speaks only for
+//     itself;
+//   - issued-at no more than MaxClockSkew in the future, and the message
+//     not past its expiry;
+//   - a sequence number above the last one accepted for the same author
+//     and job (postings) or author (adverts). This catches replays and
+//     stale updates in bounded memory (ReplayCacheSize keys per topic,
+//     each kept until its message expires).
+//
+// What no honest forwarder would pass on is rejected, which drops the
+// message and lowers the forwarder's score: malformed or oversized data,
+// forged identities, untrusted coordinators, far-future times and messages
+// that expired longer than MaxClockSkew ago. What depends on this node's
+// own state is ignored — dropped without penalty: replays and stale
+// sequence numbers, messages that expired moments ago, and newer message
+// versions. Either way the message never reaches a handler. Note that
+// nodes with different trusted sets penalise each other for relaying
+// postings the other does not trust; keep a network's trust configuration
+// consistent.
+//
+// Accepted messages from other peers reach OnJobPosting and OnAdvert
+// handlers (or Config.OnJobPosting/OnAdvert, registered before the node
+// connects), one at a time on a goroutine per topic owned by the Node.
+//
+// # Streams
+//
+// Request and Handle implement request/response over libp2p streams: one
+// frame each way, framed as a kind byte (0 data, 1 error), a uvarint
+// length and the payload, at most MaxFrameSize (1 MiB by default) and
+// within StreamTimeout or the context's deadline. A handler's error goes
+// back as an error frame with its node3.Code and caller-safe message and
+// comes out of Request as a *RemoteError, which node3.ErrorCode
+// understands. The typed protocols are
+//
+//	/node3/<network>/claim/1   ClaimRequest → ClaimResponse (grant + lease, or deny + reason)
+//	/node3/<network>/report/1  Report (heartbeat | completed | failed) → ReportAck (lease, cancel)
+//	/node3/<network>/sync/1    SyncRequest (after, limit) → SyncResponse (open postings, more)
+//
+// with RequestClaim/HandleClaim, SendReport/HandleReport and
+// RequestSync/HandleSync; HandleSync cuts a board to the frame size and
+// sets More. The peer on a stream is authenticated by the transport
+// security, so a handler's from argument is who the claimant really is.
+//
+// # Metrics
+//
+// Registered with Config.Registerer (a private registry when nil):
+// node3_p2p_peers, node3_p2p_messages_{received,rejected,ignored,
+// published}_total by topic (and reason), node3_p2p_stream_requests_total,
+// plus libp2p's own collectors. Nodes sharing a registerer add up into the
+// same series.
+package p2p

@@ -1,0 +1,130 @@
+package p2p
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// IdentityFile is the name of the node's private key inside its data
+// directory.
+const IdentityFile = "identity.key"
+
+// maxIdentitySize bounds what is read from the key file; a marshalled
+// Ed25519 key is 68 bytes.
+const maxIdentitySize = 4 << 10
+
+// LoadIdentity returns the node's Ed25519 key from dataDir/identity.key,
+// creating the directory (0700) and the key (0600) on first use. The file
+// holds the key in libp2p's protobuf encoding (crypto.MarshalPrivateKey). A
+// key file readable by group or others, of another key type or that does
+// not parse is an error, never silently replaced.
+func LoadIdentity(dataDir string) (crypto.PrivKey, error) {
+	if dataDir == "" {
+		return nil, errors.New("identity: no data directory")
+	}
+	path := filepath.Join(dataDir, IdentityFile)
+	key, err := readIdentity(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return key, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("identity: create data directory: %w", err)
+	}
+	return createIdentity(dataDir, path)
+}
+
+// PeerIDFromDataDir returns the peer ID of the identity in dataDir,
+// creating it if needed (for `node3 id`).
+func PeerIDFromDataDir(dataDir string) (peer.ID, error) {
+	key, err := LoadIdentity(dataDir)
+	if err != nil {
+		return "", err
+	}
+	return peer.IDFromPrivateKey(key)
+}
+
+func readIdentity(path string) (crypto.PrivKey, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("identity %s is not a regular file", path)
+	}
+	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("identity %s has mode %04o: it must not be readable by group or others (chmod 600 %s)", path, st.Mode().Perm(), path)
+	}
+	if st.Size() > maxIdentitySize {
+		return nil, fmt.Errorf("identity %s is %d bytes: not a key file", path, st.Size())
+	}
+	data := make([]byte, st.Size())
+	if _, err := f.ReadAt(data, 0); err != nil {
+		return nil, fmt.Errorf("identity %s: read: %w", path, err)
+	}
+	key, err := crypto.UnmarshalPrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("identity %s is not a libp2p private key (%v); move it away to create a new identity", path, err)
+	}
+	if key.Type() != crypto.Ed25519 {
+		return nil, fmt.Errorf("identity %s holds a %s key, want Ed25519", path, key.Type())
+	}
+	return key, nil
+}
+
+// createIdentity writes a new key next to path and links it into place, so
+// that two processes starting at once end up with the same identity and a
+// crash never leaves a half-written key.
+func createIdentity(dir, path string) (crypto.PrivKey, error) {
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("identity: generate key: %w", err)
+	}
+	data, err := crypto.MarshalPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("identity: marshal key: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".identity-*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("identity: write: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("identity: sync: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return readIdentity(path) // another process won the race
+		}
+		return nil, fmt.Errorf("identity: install %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return key, nil
+}
