@@ -16,7 +16,8 @@ type Agent struct {
 	LastSeen      time.Time `json:"last_seen"`
 	JobsCompleted int64     `json:"jobs_completed"`
 	JobsFailed    int64     `json:"jobs_failed"`
-	Earned        Lamports  `json:"earned_lamports"`
+	Earned        Lamports  `json:"earned_lamports"` // rewards of completed jobs, paid or not
+	Paid          Lamports  `json:"paid_lamports"`   // of which finalized on chain
 }
 
 // PayoutStatus is where a payment stands.
@@ -51,4 +52,9 @@ type Earnings struct {
 	Today     Lamports `json:"today_lamports"`
 	Completed int64    `json:"jobs_completed"`
 	Failed    int64    `json:"jobs_failed"`
+	// Paid is what the coordinator has paid out and seen finalized on
+	// chain, as it last said.
+	Paid          Lamports  `json:"paid_lamports"`
+	WalletAddress string    `json:"wallet_address,omitempty"`
+	WalletBalance *Lamports `json:"wallet_balance_lamports,omitempty"` // nil when the chain could not be asked
 }

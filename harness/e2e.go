@@ -107,6 +107,9 @@ func E2E(ctx context.Context, cfg E2EConfig, out io.Writer) error {
 			return fmt.Sprintf("completed in %.3fs", secs), nil
 		}},
 		{"Payment processing", func(ctx context.Context) (string, error) {
+			if _, err := c.Wallet(ctx); node3.ErrorCode(err) == node3.CodeUnavailable {
+				return "", fmt.Errorf("payments are off on this coordinator (start it with SOLANA_RPC_URL): %w", err)
+			}
 			var found string
 			err := poll(ctx, 50*time.Millisecond, func() (bool, error) {
 				r, err := c.Payments(ctx, "", 100)
@@ -114,16 +117,23 @@ func E2E(ctx context.Context, cfg E2EConfig, out io.Writer) error {
 					return false, err
 				}
 				for _, p := range r.Payments {
-					if p.JobID == job.ID {
-						if p.Payout.Amount != job.Reward {
-							return false, fmt.Errorf("payment of %s for a reward of %s", p.Payout.Amount, job.Reward)
-						}
-						found = fmt.Sprintf("%s to %s (%s)", p.Payout.Amount, p.Wallet, p.Status)
+					if p.JobID != job.ID {
+						continue
+					}
+					if p.Payout.Amount != job.Reward {
+						return false, fmt.Errorf("payment of %s for a reward of %s", p.Payout.Amount, job.Reward)
+					}
+					found = fmt.Sprintf("%s to %s, %s", p.Payout.Amount, p.Wallet, p.Status)
+					if p.Status == node3.PayoutFinalized {
+						found += " in " + p.Signature
 						return true, nil
 					}
 				}
 				return false, nil
 			})
+			if err != nil && found != "" {
+				err = fmt.Errorf("%w (last seen: %s)", err, found)
+			}
 			return found, err
 		}},
 		{"Stats updated", func(ctx context.Context) (string, error) {

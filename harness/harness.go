@@ -10,14 +10,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/gagliardetto/solana-go"
+
 	"github.com/node3/node3"
 	"github.com/node3/node3/gpu"
 	"github.com/node3/node3/httpapi"
+	"github.com/node3/node3/ledger/localchain"
 	"github.com/node3/node3/node"
 )
 
@@ -34,6 +38,14 @@ type Config struct {
 	NodeListen func(i int) string
 	// GPUs returns provider i's (1-based) simulated GPUs (default gpu.SimulatedPreset(i-1)).
 	GPUs func(i int) []node3.GPU
+
+	// LocalChain starts an in-process Solana endpoint (ledger/localchain)
+	// for payouts and funds the coordinator's wallet with Fund (default
+	// 1,000 SOL). SolanaRPCURL names an outside chain instead.
+	LocalChain   bool
+	SlotInterval time.Duration // local chain's slot clock (default 50 ms)
+	Fund         node3.Lamports
+	SolanaRPCURL string
 
 	AllowCommands bool
 	Slots         int
@@ -56,6 +68,9 @@ type Network struct {
 	marketURL string       // fixed across coordinator restarts
 	market    string       // listen address fixed at first start
 	admin     *httpapi.Client
+	chain     *localchain.Chain
+	chainURL  string
+	chainDone chan struct{}
 }
 
 // Start starts the coordinator and the providers.
@@ -78,9 +93,29 @@ func Start(ctx context.Context, cfg Config) (*Network, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	nw := &Network{cfg: cfg, ctx: ctx, log: cfg.Logger, market: cfg.MarketplaceListen}
+	nw := &Network{cfg: cfg, ctx: ctx, log: cfg.Logger, market: cfg.MarketplaceListen, chainURL: cfg.SolanaRPCURL}
+	if cfg.LocalChain {
+		if err := nw.startChain(); err != nil {
+			return nil, err
+		}
+	}
 	if err := nw.startCoordinator(); err != nil {
+		nw.stopChain()
 		return nil, err
+	}
+	if nw.chain != nil {
+		fund := cfg.Fund
+		if fund == 0 {
+			fund = 1000 * node3.LamportsPerSOL
+		}
+		payer, err := solana.PublicKeyFromBase58(nw.coord.PayerAddress())
+		if err == nil {
+			_, err = nw.chain.Airdrop(payer, uint64(fund))
+		}
+		if err != nil {
+			nw.Close()
+			return nil, fmt.Errorf("harness: funding the marketplace wallet: %w", err)
+		}
 	}
 	nw.providers = make([]*node.Node, cfg.Providers)
 	for i := range nw.providers {
@@ -99,6 +134,8 @@ func (nw *Network) startCoordinator() error {
 		MarketplaceListen: nw.market,
 		NodeListen:        nw.cfg.NodeListen(0),
 		AdminKey:          nw.cfg.AdminKey,
+		SolanaRPCURL:      nw.chainURL,
+		PayoutBatchDelay:  50 * time.Millisecond,
 		Lease:             nw.cfg.Lease,
 		SweepInterval:     nw.cfg.SweepInterval,
 		Version:           nw.cfg.Version,
@@ -143,6 +180,7 @@ func (nw *Network) Restart(i int) error {
 		Provider:       true,
 		NodeListen:     nw.cfg.NodeListen(i + 1),
 		MarketplaceURL: url,
+		SolanaRPCURL:   nw.chainURL,
 		Simulate:       true,
 		SimulatedGPUs:  nw.cfg.GPUs(i + 1),
 		AllowCommands:  nw.cfg.AllowCommands,
@@ -228,8 +266,46 @@ func (nw *Network) Close() error {
 	if coord != nil {
 		errs = append(errs, coord.Close())
 	}
+	nw.stopChain()
 	return errors.Join(errs...)
 }
+
+// startChain serves a local Solana endpoint on a loopback port.
+func (nw *Network) startChain() error {
+	slot := nw.cfg.SlotInterval
+	if slot == 0 {
+		slot = 50 * time.Millisecond
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("harness: local chain: %w", err)
+	}
+	nw.chain = localchain.New(localchain.Config{SlotInterval: slot, Logger: nw.log.With("node", "localchain")})
+	nw.chain.Start(nw.ctx)
+	nw.chainURL = "http://" + ln.Addr().String()
+	nw.chainDone = make(chan struct{})
+	go func() {
+		defer close(nw.chainDone)
+		if err := nw.chain.Serve(nw.ctx, ln); err != nil {
+			nw.log.Error("local chain stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func (nw *Network) stopChain() {
+	if nw.chain == nil {
+		return
+	}
+	nw.chain.Close()
+	<-nw.chainDone
+}
+
+// Chain is the local chain (nil unless Config.LocalChain).
+func (nw *Network) Chain() *localchain.Chain { return nw.chain }
+
+// ChainURL is the Solana endpoint the nodes use ("" when payments are off).
+func (nw *Network) ChainURL() string { return nw.chainURL }
 
 // Coordinator is the coordinator node (nil while killed).
 func (nw *Network) Coordinator() *node.Node {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gagliardetto/solana-go"
 	"go.uber.org/goleak"
 
 	"github.com/node3/node3"
@@ -273,7 +274,7 @@ func TestGracefulStopRequeues(t *testing.T) {
 }
 
 func TestE2E(t *testing.T) {
-	nw := startNetwork(t, Config{Providers: 1})
+	nw := startNetwork(t, Config{Providers: 1, LocalChain: true, SlotInterval: 10 * time.Millisecond})
 	var out strings.Builder
 	key, _ := nw.Coordinator().AdminKey()
 	if err := E2E(timeout(t, 30*time.Second), E2EConfig{MarketplaceURL: nw.MarketplaceURL(), AdminKey: key, RequiresGPU: true}, &out); err != nil {
@@ -286,5 +287,69 @@ func TestE2E(t *testing.T) {
 	out.Reset()
 	if err := E2E(timeout(t, 10*time.Second), E2EConfig{MarketplaceURL: nw.MarketplaceURL(), AdminKey: "wrong", Timeout: 2 * time.Second}, &out); err == nil {
 		t.Fatalf("e2e with a wrong key passed:\n%s", out.String())
+	}
+}
+
+// TestPayments runs jobs on a network with a local chain: every payout is
+// finalized on chain, each provider's balance is exactly its rewards, the
+// ledger reconciles with the chain, and the providers' earnings say so.
+func TestPayments(t *testing.T) {
+	nw := startNetwork(t, Config{Providers: 2, LocalChain: true, SlotInterval: 5 * time.Millisecond})
+	ctx := timeout(t, 60*time.Second)
+	const jobs = 20
+	ids := make([]string, jobs)
+	for i := range ids {
+		j, err := nw.Submit(ctx, httpapi.CreateJobRequest{JobType: "noop", Reward: reward("0.001")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = j.ID
+	}
+	want := map[string]node3.Lamports{} // wallet → rewards
+	led := nw.Coordinator().Ledger()
+	for _, id := range ids {
+		if _, err := nw.WaitJob(ctx, id, node3.StatusCompleted); err != nil {
+			t.Fatal(err)
+		}
+		var p node3.Payout
+		if err := poll(ctx, 5*time.Millisecond, func() (bool, error) {
+			var err error
+			p, err = led.Payout(ctx, id)
+			return p.Status == node3.PayoutFinalized, err
+		}); err != nil {
+			t.Fatalf("payout of %s never finalized (last %s): %v", id, p.Status, err)
+		}
+		if p.Signature == "" {
+			t.Errorf("finalized payout of %s has no signature", id)
+		}
+		want[p.Wallet] += p.Amount
+	}
+	for w, sum := range want {
+		pk := solana.MustPublicKeyFromBase58(w)
+		if got := nw.Chain().Balance(pk); got != uint64(sum) {
+			t.Errorf("wallet %s holds %d lamports, want %d", w, got, sum)
+		}
+	}
+	rep, err := nw.Admin().Reconcile(ctx)
+	if err != nil || !rep.OK {
+		t.Fatalf("reconcile: %+v %v", rep, err)
+	}
+	wi, err := nw.Admin().Wallet(ctx)
+	if err != nil || wi.Finalized != jobs || wi.TxsFinalized == 0 || wi.TxsFinalized >= jobs {
+		t.Errorf("wallet info %+v, %v: want %d finalized payouts in fewer transactions", wi, err, jobs)
+	}
+	var paid node3.Lamports
+	for i := 0; i < 2; i++ {
+		e, err := nw.Provider(i).Earnings(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.WalletBalance == nil || *e.WalletBalance != e.Paid {
+			t.Errorf("provider %d: balance %v, paid %s", i, e.WalletBalance, e.Paid)
+		}
+		paid += e.Paid
+	}
+	if paid != jobs*node3.LamportsPerSOL/1000 {
+		t.Errorf("providers were paid %s in all, want %s", paid, node3.Lamports(jobs*node3.LamportsPerSOL/1000))
 	}
 }

@@ -348,6 +348,24 @@ func badCases() []badCase {
 		get("payments/limit=0", "/api/admin/payments?limit=0", "admin", 400),
 		get("payments/ok", "/api/admin/payments?status=pending&limit=10", "admin", 200),
 
+		// Wallet endpoints: this coordinator has no chain, so they answer 503.
+		get("wallet/no key", "/api/admin/wallet", "", 401),
+		get("wallet/agent key", "/api/admin/wallet", "A", 401),
+		get("wallet/payments off", "/api/admin/wallet", "admin", 503),
+		get("reconcile/no key", "/api/admin/reconcile", "", 401),
+		get("reconcile/payments off", "/api/admin/reconcile", "admin", 503),
+		get("me/no key", "/api/agents/me", "", 401),
+		get("me/ok", "/api/agents/me", "A", 200),
+		{name: "fund/no key", method: "POST", path: "/api/admin/wallet/fund", body: `{"amount":1}`, status: 401},
+		{name: "fund/zero", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":0}`, status: 400},
+		{name: "fund/negative", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":-1}`, status: 400},
+		{name: "fund/too much", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":1000.5}`, status: 400, docRejects: true},
+		{name: "fund/exponent", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":1e3}`, status: 400},
+		{name: "fund/missing", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{}`, status: 400, docRejects: true},
+		{name: "fund/unknown field", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":1,"to":"x"}`, status: 400, docRejects: true},
+		{name: "fund/over 64 KiB", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":"` + rep("1", 70<<10) + `"}`, status: 413},
+		{name: "fund/payments off", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":1}`, status: 503},
+
 		// Wrong method on a known path: 405, JSON, Allow.
 		{name: "405/GET register", method: "GET", path: "/api/agents/register", status: 405},
 		{name: "405/PUT available", method: "PUT", path: "/api/jobs/available", auth: "A", body: `{}`, status: 405},

@@ -274,5 +274,29 @@ func (c *Client) Payments(ctx context.Context, status node3.PayoutStatus, limit 
 	return out, c.do(ctx, "GET", "/api/admin/payments?"+q.Encode(), adminAuth, nil, &out)
 }
 
+// Me fetches the calling agent's record (earned and paid).
+func (c *Client) Me(ctx context.Context) (AgentView, error) {
+	var out AgentView
+	return out, c.do(ctx, "GET", "/api/agents/me", agentAuth, nil, &out)
+}
+
+// Wallet fetches the marketplace wallet's state (admin).
+func (c *Client) Wallet(ctx context.Context) (WalletInfo, error) {
+	var out WalletInfo
+	return out, c.do(ctx, "GET", "/api/admin/wallet", adminAuth, nil, &out)
+}
+
+// Fund airdrops SOL to the marketplace wallet (admin).
+func (c *Client) Fund(ctx context.Context, amount node3.Lamports) (FundResponse, error) {
+	var out FundResponse
+	return out, c.do(ctx, "POST", "/api/admin/wallet/fund", adminAuth, FundRequest{Amount: SOL(amount)}, &out)
+}
+
+// Reconcile checks the ledger's payouts against the chain (admin).
+func (c *Client) Reconcile(ctx context.Context) (ReconcileResponse, error) {
+	var out ReconcileResponse
+	return out, c.do(ctx, "GET", "/api/admin/reconcile", adminAuth, nil, &out)
+}
+
 // SOL renders lamports as a JSON number of SOL, for CreateJobRequest.Reward.
 func SOL(l node3.Lamports) json.RawMessage { return json.RawMessage(l.SOL()) }

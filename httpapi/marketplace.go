@@ -38,7 +38,8 @@ type Marketplace interface {
 // MarketplaceConfig configures the coordinator's API server.
 type MarketplaceConfig struct {
 	Market   Marketplace
-	AdminKey string // required for /api/admin/*
+	Payments Payments // nil: the wallet endpoints answer 503
+	AdminKey string   // required for /api/admin/*
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // served at /metrics; the server registers its own metrics here
 	Now      func() time.Time
@@ -100,6 +101,10 @@ func (m *MarketplaceAPI) routes() []route {
 		{"POST", "/api/admin/jobs/{id}/cancel", "Cancel a job (admin)", m.admin(m.cancel)},
 		{"GET", "/api/admin/stats", "Get statistics (admin)", m.admin(m.stats)},
 		{"GET", "/api/admin/payments", "Payment history (admin)", m.admin(m.payments)},
+		{"GET", "/api/admin/wallet", "Marketplace wallet and payout status (admin)", m.admin(m.wallet)},
+		{"POST", "/api/admin/wallet/fund", "Airdrop SOL to the marketplace wallet (admin; local chains and devnet)", m.admin(m.fund)},
+		{"GET", "/api/admin/reconcile", "Check the ledger's payouts against the chain (admin)", m.admin(m.reconcile)},
+		{"GET", "/api/agents/me", "The calling agent, with what it has earned and been paid", m.agent(m.me)},
 	}
 }
 
@@ -308,6 +313,10 @@ func (m *MarketplaceAPI) job(w http.ResponseWriter, r *http.Request) {
 
 func (m *MarketplaceAPI) viewAgent(a node3.Agent) AgentView {
 	return ViewAgent(a, m.cfg.Market.Online(a))
+}
+
+func (m *MarketplaceAPI) me(w http.ResponseWriter, r *http.Request, a node3.Agent) {
+	writeJSON(w, http.StatusOK, m.viewAgent(a))
 }
 
 func (m *MarketplaceAPI) agents(w http.ResponseWriter, r *http.Request) {

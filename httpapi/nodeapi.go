@@ -35,6 +35,7 @@ type NodeStatus struct {
 	Registered     bool               `json:"registered"`
 	Connected      bool               `json:"connected"` // the last call to the coordinator succeeded
 	WalletAddress  string             `json:"wallet_address,omitempty"`
+	WalletBalance  *node3.Lamports    `json:"wallet_balance_lamports,omitempty"` // nil when the chain could not be asked
 	GPUs           []node3.GPU        `json:"gpus"`
 	GPUMetrics     []node3.GPUMetrics `json:"gpu_metrics,omitempty"`
 	ActiveJobs     []string           `json:"active_jobs"`
@@ -47,8 +48,10 @@ type NodeStatus struct {
 // EarningsResponse is GET /api/earnings.
 type EarningsResponse struct {
 	node3.Earnings
-	TotalSOL json.Number `json:"total"`
-	TodaySOL json.Number `json:"today"`
+	TotalSOL         json.Number `json:"total"`
+	TodaySOL         json.Number `json:"today"`
+	PaidSOL          json.Number `json:"paid"`
+	WalletBalanceSOL json.Number `json:"wallet_balance,omitempty"`
 }
 
 // NodeConfig configures the node's API server.
@@ -134,7 +137,11 @@ func (n *NodeAPI) earnings(w http.ResponseWriter, r *http.Request) {
 		writeError(w, n.log, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, EarningsResponse{Earnings: e, TotalSOL: json.Number(e.Total.SOL()), TodaySOL: json.Number(e.Today.SOL())})
+	out := EarningsResponse{Earnings: e, TotalSOL: json.Number(e.Total.SOL()), TodaySOL: json.Number(e.Today.SOL()), PaidSOL: json.Number(e.Paid.SOL())}
+	if e.WalletBalance != nil {
+		out.WalletBalanceSOL = json.Number(e.WalletBalance.SOL())
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (n *NodeAPI) marketJobs(w http.ResponseWriter, r *http.Request) {

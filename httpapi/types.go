@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"encoding/json"
-	"strings"
 	"time"
 
 	"github.com/node3/node3"
@@ -127,20 +126,9 @@ func (c CreateJobRequest) Spec() (node3.JobSpec, error) {
 	case c.RewardLamports != nil:
 		reward = node3.Lamports(*c.RewardLamports)
 	case len(c.Reward) > 0:
-		s := strings.TrimSpace(string(c.Reward))
-		if strings.HasPrefix(s, `"`) {
-			if err := json.Unmarshal(c.Reward, &s); err != nil {
-				return node3.JobSpec{}, node3.Errorf(node3.CodeInvalid, "reward must be a decimal number of SOL")
-			}
-		} else if s == "" || s == "null" || s[0] == '{' || s[0] == '[' || s == "true" || s == "false" {
-			return node3.JobSpec{}, node3.Errorf(node3.CodeInvalid, "reward must be a decimal number of SOL")
-		}
 		var err error
-		if strings.ContainsAny(s, "eE") {
-			return node3.JobSpec{}, node3.Errorf(node3.CodeInvalid, "reward must be a plain decimal (no exponent), e.g. 0.001")
-		}
-		if reward, err = node3.ParseSOL(s); err != nil {
-			return node3.JobSpec{}, node3.Errorf(node3.CodeInvalid, "reward: %s", node3.ErrorMessage(err))
+		if reward, err = parseSOLField("reward", c.Reward); err != nil {
+			return node3.JobSpec{}, err
 		}
 	default:
 		return node3.JobSpec{}, node3.Errorf(node3.CodeInvalid, "reward is required (SOL, e.g. 0.001)")
@@ -175,6 +163,7 @@ type AgentView struct {
 	node3.Agent
 	Status string      `json:"status"` // online | offline
 	Earned json.Number `json:"earned"` // SOL
+	Paid   json.Number `json:"paid"`   // SOL, finalized on chain
 }
 
 // ViewAgent presents an agent.
@@ -183,7 +172,7 @@ func ViewAgent(a node3.Agent, online bool) AgentView {
 	if online {
 		status = "online"
 	}
-	return AgentView{Agent: a, Status: status, Earned: json.Number(a.Earned.SOL())}
+	return AgentView{Agent: a, Status: status, Earned: json.Number(a.Earned.SOL()), Paid: json.Number(a.Paid.SOL())}
 }
 
 // AgentsResponse lists agents.

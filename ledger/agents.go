@@ -21,6 +21,8 @@ const (
 	pAgent    = "a/"  // a/<id> → Agent
 	pAgentKey = "ak/" // ak/<sha256 of API key, hex> → agent id
 	cAgents   = "c/agents"
+	// cAgentPaid + agent id: lamports of that agent's finalized payouts.
+	cAgentPaid = "c/agent/paid/"
 	// APIKeyPrefix starts every agent API key, so a leaked key is easy to
 	// recognise in a scan.
 	APIKeyPrefix = "n3_"
@@ -112,6 +114,9 @@ func (l *Ledger) AgentByKey(ctx context.Context, key string) (node3.Agent, error
 		if err == nil && !ok {
 			err = node3.Errorf(node3.CodeUnauthorized, "unknown API key")
 		}
+		if err == nil {
+			err = fillPaid(txn, &a)
+		}
 		return err
 	})
 	return a, err
@@ -124,6 +129,9 @@ func (l *Ledger) Agent(ctx context.Context, id string) (node3.Agent, error) {
 		ok, err := txnGetJSON(txn, agentKey(id), &a)
 		if err == nil && !ok {
 			err = node3.Errorf(node3.CodeNotFound, "agent %q not found", truncate(id, 64))
+		}
+		if err == nil {
+			err = fillPaid(txn, &a)
 		}
 		return err
 	})
@@ -139,6 +147,9 @@ func (l *Ledger) Agents(ctx context.Context) ([]node3.Agent, error) {
 			if err := json.Unmarshal(v, &a); err != nil {
 				return false, err
 			}
+			if err := fillPaid(txn, &a); err != nil {
+				return false, err
+			}
 			out = append(out, a)
 			return true, nil
 		})
@@ -151,4 +162,11 @@ func jsonUnmarshal(b []byte, v any) error {
 		return fmt.Errorf("ledger: decode: %w", err)
 	}
 	return nil
+}
+
+// fillPaid sets what the agent has been paid: its finalized payouts.
+func fillPaid(txn *badger.Txn, a *node3.Agent) error {
+	v, err := counterValue(txn, cAgentPaid+a.ID)
+	a.Paid = node3.Lamports(v)
+	return err
 }

@@ -114,6 +114,11 @@ func putPayout(w *writer, old, p PayoutRecord) error {
 			if err := w.add(cPayoutSum+string(c.st), c.sign*int64(p.Amount)); err != nil {
 				return err
 			}
+			if c.st == node3.PayoutFinalized {
+				if err := w.add(cAgentPaid+p.AgentID, c.sign*int64(p.Amount)); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return w.setJSON(pPayout+p.JobID, p)

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gagliardetto/solana-go/rpc"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -44,6 +45,14 @@ type Config struct {
 	Slots         int         // concurrent jobs needing no GPU (default 8)
 	WalletPath    string      // provider wallet (default DataDir/wallet.json)
 
+	// SolanaRPCURL is the chain payouts go to and balances come from
+	// (SOLANA_RPC_URL). Empty: no payments; completed jobs' payouts wait
+	// as pending.
+	SolanaRPCURL          string
+	MarketplaceWalletPath string        // coordinator wallet (default DataDir/marketplace_wallet.json)
+	PayoutBatchSize       int           // payouts per transaction (default 16)
+	PayoutBatchDelay      time.Duration // how long a partial batch waits (default 500 ms)
+
 	Lease         time.Duration // job lease (default 30 s)
 	SweepInterval time.Duration // coordinator sweeper period (default 1 s)
 	PollWait      time.Duration // provider long-poll (default 25 s)
@@ -66,6 +75,8 @@ type Node struct {
 	coord        *Coordinator
 	prov         *Provider
 	client       *httpapi.Client // the coordinator this node uses (nil for a coordinator-only node)
+	rpc          *rpc.Client     // the Solana chain (nil without SolanaRPCURL)
+	pay          *payments       // the coordinator's payouts (nil without a chain)
 	adminKey     string
 	adminCreated bool
 
@@ -117,9 +128,19 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.led, err = ledger.Open(ledger.Config{Dir: filepath.Join(cfg.DataDir, "ledger"), Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
+	if cfg.SolanaRPCURL != "" {
+		n.rpc = rpc.New(cfg.SolanaRPCURL)
+	}
 	if cfg.Coordinator {
 		if err := n.setupCoordinator(ctx); err != nil {
 			return nil, err
+		}
+		if n.rpc != nil {
+			if err := n.setupPayments(); err != nil {
+				return nil, err
+			}
+		} else {
+			n.log.Warn("no SOLANA_RPC_URL: payments are off, completed jobs' payouts stay pending")
 		}
 	}
 	if cfg.Provider {
@@ -249,9 +270,18 @@ func loadOrCreateAdminKey(configured, path string) (string, bool, error) {
 func (n *Node) Start(ctx context.Context) error {
 	ctx, n.cancel = context.WithCancel(ctx)
 	if n.coord != nil {
-		api := httpapi.NewMarketplace(httpapi.MarketplaceConfig{
+		mc := httpapi.MarketplaceConfig{
 			Market: n.coord, AdminKey: n.adminKey, Logger: n.log, Registry: n.reg, Now: n.cfg.Now, Version: n.cfg.Version,
-		})
+		}
+		if n.pay != nil {
+			mc.Payments = n.pay
+			n.goRun(func() {
+				if err := n.pay.engine.Run(ctx); err != nil {
+					n.log.Error("payout engine stopped", "err", err)
+				}
+			})
+		}
+		api := httpapi.NewMarketplace(mc)
 		n.serve(n.marketLn, api)
 		n.goRun(func() { n.coord.Run(ctx) })
 		n.log.Info("marketplace API listening", "url", n.MarketplaceURL())
@@ -364,6 +394,14 @@ func (n *Node) NodeURL() string { return "http://" + loopbackAddr(n.nodeLn.Addr(
 // AdminKey returns the coordinator's admin key and whether it was created
 // just now (so the CLI can show it once).
 func (n *Node) AdminKey() (string, bool) { return n.adminKey, n.adminCreated }
+
+// PayerAddress is the marketplace wallet's address ("" without payments).
+func (n *Node) PayerAddress() string {
+	if n.pay == nil {
+		return ""
+	}
+	return n.pay.payer.Address().String()
+}
 
 // Ledger is the node's ledger (for tests and the harness).
 func (n *Node) Ledger() *ledger.Ledger { return n.led }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"github.com/node3/node3"
 	"github.com/node3/node3/httpapi"
@@ -36,6 +37,7 @@ func (n *Node) Status(ctx context.Context) (httpapi.NodeStatus, error) {
 		s.ActiveJobs = n.prov.ActiveJobs()
 		s.Slots = n.prov.cfg.Slots
 		s.WalletAddress = n.wallet.Address().String()
+		s.WalletBalance = n.walletBalance(ctx)
 		if m, err := n.det.Metrics(ctx); err == nil {
 			s.GPUMetrics = m
 		}
@@ -58,9 +60,41 @@ func (n *Node) LocalJobs(ctx context.Context, limit int) ([]node3.Job, error) {
 	return n.led.LocalJobs(ctx, limit)
 }
 
-// Earnings is what this provider earned.
+// Earnings is what this provider earned, what its coordinator has paid
+// (finalized on chain) and its wallet's balance.
 func (n *Node) Earnings(ctx context.Context) (node3.Earnings, error) {
-	return n.led.Earnings(ctx, n.cfg.Now())
+	e, err := n.led.Earnings(ctx, n.cfg.Now())
+	if err != nil || n.prov == nil {
+		return e, err
+	}
+	e.WalletAddress = n.wallet.Address().String()
+	e.WalletBalance = n.walletBalance(ctx)
+	if client, id := n.prov.api(); id != "" {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if me, err := client.Me(cctx); err == nil {
+			e.Paid = me.Agent.Paid
+		} else {
+			n.log.Debug("asking the coordinator what it paid", "err", err)
+		}
+	}
+	return e, nil
+}
+
+// walletBalance is the provider wallet's balance, or nil when there is no
+// chain or it does not answer quickly.
+func (n *Node) walletBalance(ctx context.Context) *node3.Lamports {
+	if n.rpc == nil || n.wallet == nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	b, err := balance(cctx, n.rpc, n.wallet.Address())
+	if err != nil {
+		n.log.Debug("reading the wallet balance", "err", err)
+		return nil
+	}
+	return &b
 }
 
 // MarketplaceJobs lists the available jobs of this node's marketplace.

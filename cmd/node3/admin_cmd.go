@@ -52,7 +52,8 @@ func newAdminCmd() *cobra.Command {
 	pf.BoolVar(&a.asJSON, "json", false, "print JSON instead of text")
 	bindEnv(pf, "marketplace-url", "MARKETPLACE_URL")
 	bindEnv(pf, "admin-key", "ADMIN_API_KEY")
-	cmd.AddCommand(newCreateJobCmd(&a), newStatsCmd(&a), newJobsCmd(&a), newCancelCmd(&a), newPaymentsCmd(&a))
+	cmd.AddCommand(newCreateJobCmd(&a), newStatsCmd(&a), newJobsCmd(&a), newCancelCmd(&a), newPaymentsCmd(&a),
+		newWalletInfoCmd(&a), newFundWalletCmd(&a), newReconcileCmd(&a))
 	return cmd
 }
 

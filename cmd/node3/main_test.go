@@ -77,7 +77,7 @@ func TestEnvBinding(t *testing.T) {
 func TestAdminCommands(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	nw, err := harness.Start(ctx, harness.Config{Dir: t.TempDir(), Providers: 1})
+	nw, err := harness.Start(ctx, harness.Config{Dir: t.TempDir(), Providers: 1, LocalChain: true, SlotInterval: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +111,18 @@ func TestAdminCommands(t *testing.T) {
 	out, _, code = runCLI(t, "admin", "jobs", "--status", "completed")
 	if code != 0 || strings.Count(out, "\n") != 2 {
 		t.Fatalf("jobs: exit %d\n%s", code, out)
+	}
+	out, _, code = runCLI(t, "admin", "wallet-info")
+	if code != 0 || !strings.Contains(out, nw.Coordinator().PayerAddress()) {
+		t.Fatalf("wallet-info: exit %d\n%s", code, out)
+	}
+	out, _, code = runCLI(t, "admin", "fund-wallet", "--amount", "2")
+	if code != 0 || !strings.Contains(out, "Requested an airdrop of 2 SOL") {
+		t.Fatalf("fund-wallet: exit %d\n%s", code, out)
+	}
+	out, _, code = runCLI(t, "admin", "reconcile")
+	if code != 0 || !strings.Contains(out, "ledger and chain agree") {
+		t.Fatalf("reconcile: exit %d\n%s", code, out)
 	}
 	// A wrong key is a clear error, not a crash.
 	t.Setenv("ADMIN_API_KEY", "wrong")

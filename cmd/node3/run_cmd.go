@@ -22,6 +22,9 @@ type runFlags struct {
 	walletPath, logLevel   string
 	lease, sweep, pollWait time.Duration
 	adminKey               string
+	rpcURL, marketWallet   string
+	batchSize              int
+	batchDelay             time.Duration
 }
 
 func newRunCmd() *cobra.Command {
@@ -64,6 +67,10 @@ The node's own API (status, job history, earnings) listens on 127.0.0.1:8080.`,
 	fs.DurationVar(&f.lease, "lease", 30*time.Second, "coordinator: how long an accept or heartbeat holds a job")
 	fs.DurationVar(&f.sweep, "sweep-interval", time.Second, "coordinator: how often lapsed leases and expired jobs are swept")
 	fs.DurationVar(&f.pollWait, "poll-wait", 25*time.Second, "provider: how long one long-poll for jobs waits")
+	fs.StringVar(&f.rpcURL, "solana-rpc-url", "https://api.devnet.solana.com", "Solana JSON-RPC endpoint for payouts and balances (\"\" turns payments off; `node3 localchain` serves one offline)")
+	fs.StringVar(&f.marketWallet, "marketplace-wallet", "", "coordinator: wallet rewards are paid from, Solana CLI format (default <data-dir>/marketplace_wallet.json)")
+	fs.IntVar(&f.batchSize, "payout-batch-size", 16, "coordinator: payouts per Solana transaction")
+	fs.DurationVar(&f.batchDelay, "payout-batch-delay", 500*time.Millisecond, "coordinator: how long a partial batch of payouts waits for more")
 	fs.StringVar(&f.adminKey, "admin-key", "", "coordinator admin key (prefer the environment variable; default: generated once and stored in <data-dir>/admin_api_key)")
 	bindEnv(fs, "data-dir", "NODE3_DATA_DIR")
 	bindEnv(fs, "marketplace-url", "MARKETPLACE_URL")
@@ -74,6 +81,8 @@ The node's own API (status, job history, earnings) listens on 127.0.0.1:8080.`,
 	bindEnv(fs, "log-level", "LOG_LEVEL")
 	bindEnv(fs, "admin-key", "ADMIN_API_KEY")
 	bindEnv(fs, "allow-commands", "NODE3_ALLOW_COMMANDS")
+	bindEnv(fs, "solana-rpc-url", "SOLANA_RPC_URL")
+	bindEnv(fs, "marketplace-wallet", "MARKETPLACE_WALLET_PATH")
 	return cmd
 }
 
@@ -90,6 +99,9 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 			return err
 		}
 	}
+	if f.batchSize < 1 || f.batchSize > 256 {
+		return fmt.Errorf("--payout-batch-size %d: want 1–256", f.batchSize)
+	}
 	if f.slots < 1 || f.slots > 1024 {
 		return fmt.Errorf("--slots %d: want 1–1024", f.slots)
 	}
@@ -104,22 +116,26 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 	defer closeLog()
 	ctx := cmd.Context()
 	n, err := node.New(ctx, node.Config{
-		DataDir:           f.dataDir,
-		Coordinator:       f.coordinator,
-		Provider:          f.provider,
-		MarketplaceListen: net.JoinHostPort(f.marketHost, strconv.Itoa(f.marketPort)),
-		NodeListen:        net.JoinHostPort(f.agentHost, strconv.Itoa(f.agentPort)),
-		MarketplaceURL:    f.marketURL,
-		AdminKey:          f.adminKey,
-		Simulate:          f.skipGPU,
-		AllowCommands:     f.allowCommands,
-		Slots:             f.slots,
-		WalletPath:        f.walletPath,
-		Lease:             f.lease,
-		SweepInterval:     f.sweep,
-		PollWait:          f.pollWait,
-		Version:           buildVersion(),
-		Logger:            log,
+		DataDir:               f.dataDir,
+		Coordinator:           f.coordinator,
+		Provider:              f.provider,
+		MarketplaceListen:     net.JoinHostPort(f.marketHost, strconv.Itoa(f.marketPort)),
+		NodeListen:            net.JoinHostPort(f.agentHost, strconv.Itoa(f.agentPort)),
+		MarketplaceURL:        f.marketURL,
+		AdminKey:              f.adminKey,
+		Simulate:              f.skipGPU,
+		AllowCommands:         f.allowCommands,
+		Slots:                 f.slots,
+		WalletPath:            f.walletPath,
+		SolanaRPCURL:          f.rpcURL,
+		MarketplaceWalletPath: f.marketWallet,
+		PayoutBatchSize:       f.batchSize,
+		PayoutBatchDelay:      f.batchDelay,
+		Lease:                 f.lease,
+		SweepInterval:         f.sweep,
+		PollWait:              f.pollWait,
+		Version:               buildVersion(),
+		Logger:                log,
 	})
 	if err != nil {
 		return err
@@ -132,6 +148,11 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 	fmt.Fprintf(out, "node3 %s running (data in %s)\n", buildVersion(), f.dataDir)
 	if f.coordinator {
 		fmt.Fprintf(out, "  marketplace API: %s\n", n.MarketplaceURL())
+		if addr := n.PayerAddress(); addr != "" {
+			fmt.Fprintf(out, "  payouts from:    %s on %s\n", addr, f.rpcURL)
+		} else {
+			fmt.Fprintln(out, "  payments are off (no --solana-rpc-url): payouts stay pending")
+		}
 		if key, created := n.AdminKey(); created {
 			fmt.Fprintf(out, "  admin API key (shown once; stored in %s):\n    ADMIN_API_KEY=%s\n", filepath.Join(f.dataDir, "admin_api_key"), key)
 		}

@@ -22,13 +22,16 @@ func newUpCmd() *cobra.Command {
 		check, fresh, cmds    bool
 		lease                 time.Duration
 		timeout               time.Duration
+		slot                  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start a whole network on this machine: a coordinator and N providers",
-		Long: `Start a coordinator and N providers in one process, each with its own data
-directory, ports and a different simulated GPU, and print their URLs. This is
-the seed's integrated startup and the quickest way to try node3, offline.
+		Long: `Start a local Solana endpoint, a coordinator (its wallet funded by airdrop) and
+N providers in one process, each with its own data directory, ports and a
+different simulated GPU, and print their URLs. This is the seed's integrated
+startup and the quickest way to try node3, offline: jobs run, and their
+rewards are paid in real signed Solana transfers on the local chain.
 
 With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 		Example: `  node3 up
@@ -69,6 +72,8 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 				NodeListen:        nodePort,
 				AllowCommands:     cmds,
 				Lease:             lease,
+				LocalChain:        true,
+				SlotInterval:      slot,
 				Version:           buildVersion(),
 				Logger:            log,
 			})
@@ -81,6 +86,7 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 			fmt.Fprintf(out, "node3 %s: local network up (data in %s)\n", buildVersion(), dataDir)
 			fmt.Fprintf(out, "  marketplace API:  %s\n", nw.MarketplaceURL())
 			fmt.Fprintf(out, "  coordinator node: %s\n", nw.Coordinator().NodeURL())
+			fmt.Fprintf(out, "  local Solana:     %s (payouts from %s)\n", nw.ChainURL(), nw.Coordinator().PayerAddress())
 			for i := 0; i < providers; i++ {
 				p := nw.Provider(i)
 				g := p.GPUs()
@@ -125,6 +131,7 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 	fs.BoolVar(&cmds, "allow-commands", false, "let providers run `command` jobs natively")
 	fs.DurationVar(&lease, "lease", 30*time.Second, "job lease")
 	fs.DurationVar(&timeout, "timeout", 60*time.Second, "--check: time allowed for each step")
+	fs.DurationVar(&slot, "slot-interval", 100*time.Millisecond, "the local chain's slot time (payouts finalize after 32 slots)")
 	fs.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	bindEnv(fs, "marketplace-port", "MARKETPLACE_PORT")
 	bindEnv(fs, "agent-port", "AGENT_PORT")
