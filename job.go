@@ -363,6 +363,8 @@ type Stats struct {
 	RewardsCompleted  Lamports            `json:"rewards_completed_lamports"`
 	PayoutsPending    int64               `json:"payouts_pending"`
 	PayoutsPendingSum Lamports            `json:"payouts_pending_lamports"`
+	PayoutsInFlight   int64               `json:"payouts_in_flight"` // sent or confirmed, not yet finalized
+	PayoutsFailed     int64               `json:"payouts_failed"`    // waiting for a retry, or parked
 	PayoutsPaid       int64               `json:"payouts_finalized"`
 	PayoutsPaidSum    Lamports            `json:"payouts_finalized_lamports"`
 }

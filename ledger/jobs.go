@@ -329,6 +329,18 @@ func (l *Ledger) Stats(ctx context.Context) (node3.Stats, error) {
 			}
 			*c.sum = node3.Lamports(v)
 		}
+		for _, c := range []struct {
+			n  *int64
+			st []node3.PayoutStatus
+		}{{&s.PayoutsInFlight, []node3.PayoutStatus{node3.PayoutSent, node3.PayoutConfirmed}}, {&s.PayoutsFailed, []node3.PayoutStatus{node3.PayoutFailed}}} {
+			for _, st := range c.st {
+				v, err := counterValue(txn, cPayoutCount+string(st))
+				if err != nil {
+					return err
+				}
+				*c.n += v
+			}
+		}
 		return nil
 	})
 	return s, err

@@ -180,7 +180,14 @@ func newStatsCmd(a *adminFlags) *cobra.Command {
 			fmt.Fprintf(w, "Agents\t%d (%d online)\n", s.Agents, s.AgentsOnline)
 			fmt.Fprintf(w, "Rewards of completed jobs\t%s SOL\n", s.RewardsCompletedSOL)
 			fmt.Fprintf(w, "Payouts pending\t%d (%s SOL)\n", s.PayoutsPending, s.PayoutsPendingSOL)
+			fmt.Fprintf(w, "Payouts in flight\t%d\n", s.PayoutsInFlight)
+			fmt.Fprintf(w, "Payouts failed\t%d\n", s.PayoutsFailed)
 			fmt.Fprintf(w, "Payouts finalized\t%d (%s SOL)\n", s.PayoutsPaid, s.PayoutsPaidSOL)
+			if wi, err := c.Wallet(cmd.Context()); err == nil && wi.LastError != "" {
+				fmt.Fprintf(w, "Payouts waiting because\t%s\n", wi.LastError)
+			} else if node3.ErrorCode(err) == node3.CodeUnavailable {
+				fmt.Fprintf(w, "Payments\toff on this coordinator (no SOLANA_RPC_URL)\n")
+			}
 			return w.Flush()
 		},
 	}
