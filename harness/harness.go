@@ -47,6 +47,14 @@ type Config struct {
 	Fund         node3.Lamports
 	SolanaRPCURL string
 
+	// P2P runs the nodes as a libp2p network over loopback (a random
+	// network name unless P2PNetwork, free ports): providers trust the
+	// coordinator, get jobs pushed by gossip and claim them over streams.
+	// Without it providers poll the REST API.
+	P2P            bool
+	P2PNetwork     string
+	AdvertInterval time.Duration // providers' advert period (default 5 s, as for any node)
+
 	AllowCommands bool
 	Slots         int
 	Lease         time.Duration
@@ -71,6 +79,7 @@ type Network struct {
 	chain     *localchain.Chain
 	chainURL  string
 	chainDone chan struct{}
+	p2p       *p2pState // nil without P2P
 }
 
 // Start starts the coordinator and the providers.
@@ -94,6 +103,7 @@ func Start(ctx context.Context, cfg Config) (*Network, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	nw := &Network{cfg: cfg, ctx: ctx, log: cfg.Logger, market: cfg.MarketplaceListen, chainURL: cfg.SolanaRPCURL}
+	nw.initP2P()
 	if cfg.LocalChain {
 		if err := nw.startChain(); err != nil {
 			return nil, err
@@ -138,6 +148,7 @@ func (nw *Network) startCoordinator() error {
 		PayoutBatchDelay:  50 * time.Millisecond,
 		Lease:             nw.cfg.Lease,
 		SweepInterval:     nw.cfg.SweepInterval,
+		P2P:               nw.p2pConfig(CoordinatorNode),
 		Version:           nw.cfg.Version,
 		Logger:            nw.log.With("node", "coordinator"),
 	})
@@ -148,6 +159,7 @@ func (nw *Network) startCoordinator() error {
 		n.Close()
 		return err
 	}
+	nw.coordinatorStarted(n)
 	key, _ := n.AdminKey()
 	admin, err := httpapi.NewClient(httpapi.ClientConfig{BaseURL: n.MarketplaceURL(), AdminKey: key})
 	if err != nil {
@@ -186,6 +198,7 @@ func (nw *Network) Restart(i int) error {
 		AllowCommands:  nw.cfg.AllowCommands,
 		Slots:          nw.cfg.Slots,
 		PollWait:       nw.cfg.PollWait,
+		P2P:            nw.p2pConfig(i),
 		Version:        nw.cfg.Version,
 		Logger:         nw.log.With("node", ProviderName(i)),
 	})
@@ -350,6 +363,9 @@ func (nw *Network) Submit(ctx context.Context, req httpapi.CreateJobRequest) (no
 
 // WaitRegistered waits until every running provider has registered.
 func (nw *Network) WaitRegistered(ctx context.Context) error {
+	if nw.p2p != nil {
+		return nw.waitP2P(ctx)
+	}
 	return poll(ctx, 5*time.Millisecond, func() (bool, error) {
 		nw.mu.Lock()
 		defer nw.mu.Unlock()

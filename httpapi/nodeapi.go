@@ -43,6 +43,7 @@ type NodeStatus struct {
 	PendingReports int                `json:"pending_reports"`
 	StartedAt      time.Time          `json:"started_at"`
 	UptimeSeconds  float64            `json:"uptime_seconds"`
+	P2P            *P2PStatus         `json:"p2p,omitempty"` // nil for a node on HTTP alone
 }
 
 // EarningsResponse is GET /api/earnings.

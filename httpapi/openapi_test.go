@@ -742,6 +742,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"node": append(slices.Clone(common),
 			row{"GPUMetrics", node3.GPUMetrics{}, true},
 			row{"NodeStatus", NodeStatus{}, true},
+			row{"P2PStatus", P2PStatus{}, true},
+			row{"TopicStatus", TopicStatus{}, true},
 			row{"Earnings", EarningsResponse{}, true},
 		),
 	}
@@ -860,6 +862,13 @@ func (f fakeNode) Status(context.Context) (NodeStatus, error) {
 		GPUMetrics: []node3.GPUMetrics{{Index: 0, UtilizationPct: 12.5, MemoryUsed: 1 << 30, TemperatureC: 40, PowerW: 80}},
 		ActiveJobs: []string{"0197a3c1-0000-7000-8000-000000000001"}, Slots: 1, PendingReports: 2,
 		StartedAt: f.now.Add(-time.Hour), UptimeSeconds: 3600,
+		P2P: &P2PStatus{
+			PeerID: "12D3KooWRGDGaCsCwHScggvTUaiGAJmxfmEiqBe94SuSbr3j6BPt", Network: "mainnet",
+			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWRGDGaCsCwHScggvTUaiGAJmxfmEiqBe94SuSbr3j6BPt"},
+			Peers:       3, Topics: []TopicStatus{{Name: "/node3/mainnet/jobs/1", Peers: 3}, {Name: "/node3/mainnet/providers/1", Peers: 3}},
+			TrustedCoordinators: []string{"12D3KooWMvHAn2TZjgXJvjpvALvnLwFL9cZFrAftCGkzcumgDEmy"},
+			ProvidersKnown:      4, Transport: "libp2p", OpenJobs: 2,
+		},
 	}, nil
 }
 

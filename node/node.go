@@ -57,6 +57,10 @@ type Config struct {
 	SweepInterval time.Duration // coordinator sweeper period (default 1 s)
 	PollWait      time.Duration // provider long-poll (default 25 s)
 
+	// P2P puts the node on the libp2p network (gossip, DHT, push
+	// dispatch); nil keeps it on HTTP alone. See P2PConfig.
+	P2P *P2PConfig
+
 	Version string
 	Logger  *slog.Logger
 	Now     func() time.Time
@@ -77,6 +81,7 @@ type Node struct {
 	client       *httpapi.Client // the coordinator this node uses (nil for a coordinator-only node)
 	rpc          *rpc.Client     // the Solana chain (nil without SolanaRPCURL)
 	pay          *payments       // the coordinator's payouts (nil without a chain)
+	p2p          *p2pNode        // the libp2p side (nil without P2P)
 	adminKey     string
 	adminCreated bool
 
@@ -143,6 +148,11 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.log.Warn("no SOLANA_RPC_URL: payments are off, completed jobs' payouts stay pending")
 		}
 	}
+	if cfg.P2P != nil {
+		if err := n.setupP2P(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Provider {
 		if err := n.setupProvider(ctx); err != nil {
 			return nil, err
@@ -205,6 +215,21 @@ func (n *Node) setupProvider(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	if n.useGossip() {
+		n.prov = NewProvider(ProviderConfig{
+			Ledger:     n.led,
+			Transport:  n.newGossipTransport(w.Address().String()),
+			Executor:   ex,
+			GPUs:       n.gpus,
+			Wallet:     w.Address().String(),
+			Version:    n.cfg.Version,
+			Slots:      n.cfg.Slots,
+			Logger:     n.log.With("role", "provider"),
+			Now:        n.cfg.Now,
+			Registerer: n.reg,
+		})
+		return nil
 	}
 	url := n.cfg.MarketplaceURL
 	if url == "" {
@@ -269,6 +294,7 @@ func loadOrCreateAdminKey(configured, path string) (string, bool, error) {
 // Start runs the node's roles and servers in the background.
 func (n *Node) Start(ctx context.Context) error {
 	ctx, n.cancel = context.WithCancel(ctx)
+	n.startP2P(ctx)
 	if n.coord != nil {
 		mc := httpapi.MarketplaceConfig{
 			Market: n.coord, AdminKey: n.adminKey, Logger: n.log, Registry: n.reg, Now: n.cfg.Now, Version: n.cfg.Version,
@@ -374,6 +400,7 @@ func (n *Node) closeResources() error {
 			}
 		}
 	}
+	errs = append(errs, n.closeP2P()) // its stream handlers use the ledger
 	if n.led != nil {
 		errs = append(errs, n.led.Close())
 	}

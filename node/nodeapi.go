@@ -23,6 +23,7 @@ func (n *Node) Status(ctx context.Context) (httpapi.NodeStatus, error) {
 		ActiveJobs:    []string{},
 		StartedAt:     n.started,
 		UptimeSeconds: now.Sub(n.started).Seconds(),
+		P2P:           n.p2pStatus(),
 	}
 	if s.GPUs == nil {
 		s.GPUs = []node3.GPU{}
@@ -102,6 +103,9 @@ func (n *Node) MarketplaceJobs(ctx context.Context) ([]node3.Job, error) {
 	if n.coord != nil {
 		return n.coord.Jobs(ctx, node3.StatusAvailable, 100)
 	}
+	if n.p2p != nil && n.p2p.gossip != nil {
+		return n.gossipJobs(), nil // the board as gossip and sync told it
+	}
 	return n.client.MarketplaceJobs(ctx)
 }
 
@@ -117,6 +121,9 @@ func (n *Node) MarketplaceAgents(ctx context.Context) ([]httpapi.AgentView, erro
 			out[i] = httpapi.ViewAgent(a, n.coord.Online(a))
 		}
 		return out, nil
+	}
+	if n.p2p != nil && n.client == nil {
+		return n.gossipAgents(), nil // the providers' adverts
 	}
 	r, err := n.client.Agents(ctx)
 	return r.Agents, err

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -34,16 +33,19 @@ const (
 
 // ProviderConfig configures the provider role.
 type ProviderConfig struct {
-	Ledger   *ledger.Ledger
-	Client   *httpapi.Client // the coordinator's API, without an agent key
-	Executor Executor
-	GPUs     []node3.GPU
-	Wallet   string // address rewards are paid to
-	Version  string
-	Slots    int           // jobs needing no GPU that may run at once (default 8)
-	PollWait time.Duration // long-poll wait (default 25 s)
-	Logger   *slog.Logger
-	Now      func() time.Time
+	Ledger *ledger.Ledger
+	// Transport is how the provider learns of jobs and talks to its
+	// coordinator. Nil means the REST API through Client.
+	Transport Transport
+	Client    *httpapi.Client // the coordinator's API, without an agent key (REST transport)
+	Executor  Executor
+	GPUs      []node3.GPU
+	Wallet    string // address rewards are paid to
+	Version   string
+	Slots     int           // jobs needing no GPU that may run at once (default 8)
+	PollWait  time.Duration // long-poll wait (default 25 s)
+	Logger    *slog.Logger
+	Now       func() time.Time
 	// Registerer receives the provider's metrics; nil skips them.
 	Registerer prometheus.Registerer
 }
@@ -55,13 +57,14 @@ type Provider struct {
 	log *slog.Logger
 	led *ledger.Ledger
 
+	tr Transport
+
 	mu        sync.Mutex
-	client    *httpapi.Client // with the agent key once registered
-	agentID   string
 	active    map[string]bool // jobs accepted or being accepted
 	freeGPU   []bool
 	freeSlots int
 	capWake   chan struct{} // closed and replaced when capacity frees up
+	capChange chan struct{} // buffered(1): a job started or ended (adverts)
 
 	inflight  sync.Map      // report job id → struct{}: deliveries in progress
 	retryWake chan struct{} // buffered(1): the outbox has something to retry
@@ -95,11 +98,12 @@ func NewProvider(cfg ProviderConfig) *Provider {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		led:       cfg.Ledger,
-		client:    cfg.Client,
+		tr:        cfg.Transport,
 		active:    make(map[string]bool),
 		freeGPU:   make([]bool, len(cfg.GPUs)),
 		freeSlots: cfg.Slots,
 		capWake:   make(chan struct{}),
+		capChange: make(chan struct{}, 1),
 		retryWake: make(chan struct{}, 1),
 		metrics: provMetrics{
 			jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -118,6 +122,9 @@ func NewProvider(cfg ProviderConfig) *Provider {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(p.metrics.jobs, p.metrics.reports)
 	}
+	if p.tr == nil {
+		p.tr = newHTTPTransport(cfg, &p.connected)
+	}
 	return p
 }
 
@@ -126,8 +133,15 @@ func NewProvider(cfg ProviderConfig) *Provider {
 // reported as retryable failures, so the coordinator can requeue them at
 // once instead of waiting for their leases to lapse.
 func (p *Provider) Run(ctx context.Context) error {
-	if err := p.register(ctx); err != nil {
+	if err := p.tr.Register(ctx); err != nil {
 		return err
+	}
+	if r, ok := p.tr.(interface{ Run(context.Context) }); ok {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			r.Run(ctx)
+		}()
 	}
 	p.wg.Add(1)
 	go p.outbox(ctx)
@@ -139,65 +153,6 @@ func (p *Provider) Run(ctx context.Context) error {
 // abort makes the provider stop as if the process had died: no report is
 // written or sent from now on. For fault tests.
 func (p *Provider) abort() { p.aborted.Store(true) }
-
-func (p *Provider) register(ctx context.Context) error {
-	key, err := p.led.Setting(ctx, settingAPIKey)
-	if err != nil {
-		return err
-	}
-	market, _ := p.led.Setting(ctx, settingMarket)
-	if key != "" && market == p.cfg.Client.BaseURL() {
-		id, _ := p.led.Setting(ctx, settingAgentID)
-		p.setAgent(id, key)
-		p.log.Info("using stored registration", "agent", id, "marketplace", market)
-		return nil
-	}
-	return p.reregister(ctx)
-}
-
-func (p *Provider) reregister(ctx context.Context) error {
-	req := httpapi.RegisterRequest{WalletAddress: p.cfg.Wallet, GPUs: p.cfg.GPUs, Version: p.cfg.Version}
-	if len(p.cfg.GPUs) > 0 {
-		g := p.cfg.GPUs[0]
-		req.GPUModel, req.GPUVendor, req.GPUMemory = g.Model, g.Vendor, g.MemoryBytes
-	}
-	b := backoff{min: 200 * time.Millisecond, max: 10 * time.Second}
-	for {
-		resp, err := p.cfg.Client.Register(ctx, req)
-		if err == nil {
-			for _, kv := range [][2]string{{settingAPIKey, resp.APIKey}, {settingAgentID, resp.AgentID}, {settingMarket, p.cfg.Client.BaseURL()}} {
-				if err := p.led.SetSetting(ctx, kv[0], kv[1]); err != nil {
-					return fmt.Errorf("storing registration: %w", err)
-				}
-			}
-			p.setAgent(resp.AgentID, resp.APIKey)
-			p.connected.Store(true)
-			p.log.Info("registered with the marketplace", "agent", resp.AgentID, "marketplace", p.cfg.Client.BaseURL(), "wallet", p.cfg.Wallet)
-			return nil
-		}
-		if c := node3.ErrorCode(err); c != node3.CodeUnavailable && c != node3.CodeInternal {
-			return fmt.Errorf("registering with %s: %w", p.cfg.Client.BaseURL(), err)
-		}
-		p.connected.Store(false)
-		p.log.Warn("marketplace unreachable; will retry registration", "err", err, "in", b.peek())
-		if !sleep(ctx, b.next()) {
-			return ctx.Err()
-		}
-	}
-}
-
-func (p *Provider) setAgent(id, key string) {
-	p.mu.Lock()
-	p.agentID = id
-	p.client = p.cfg.Client.WithAPIKey(key)
-	p.mu.Unlock()
-}
-
-func (p *Provider) api() (*httpapi.Client, string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.client, p.agentID
-}
 
 // capacity returns what could start now, how many jobs that is at most,
 // and a channel that is closed when it changes.
@@ -249,6 +204,16 @@ func (p *Provider) take(j node3.Job) ([]int, bool) {
 	return idx, true
 }
 
+// signalCapacity tells the advertiser that capacity changed: a job
+// started or ended. Claims that fail do not count, so a denied claim
+// sends no advert.
+func (p *Provider) signalCapacity() {
+	select {
+	case p.capChange <- struct{}{}:
+	default:
+	}
+}
+
 func (p *Provider) release(j node3.Job, idx []int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -263,8 +228,8 @@ func (p *Provider) release(j node3.Job, idx []int) {
 	p.capWake = make(chan struct{})
 }
 
-// poll long-polls for jobs while there is capacity and starts each job it
-// can take.
+// poll asks the transport for jobs while there is capacity and starts
+// each job it can take.
 func (p *Provider) poll(ctx context.Context) {
 	b := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	for ctx.Err() == nil {
@@ -277,56 +242,22 @@ func (p *Provider) poll(ctx context.Context) {
 				return
 			}
 		}
-		client, _ := p.api()
-		// The poll asks for what fits the capacity free now; if more frees
-		// up while it waits, it is abandoned and asked again.
-		pollCtx, cancelPoll := context.WithCancel(ctx)
-		if n < p.cfg.Slots+len(p.cfg.GPUs) {
-			go func() {
-				// Only a poll that is waiting is worth abandoning: one that
-				// answers at once would lose the jobs it was offered.
-				t := time.NewTimer(abandonAfter)
-				defer t.Stop()
-				select {
-				case <-t.C:
-				case <-pollCtx.Done():
-					return
-				}
-				select {
-				case <-wake:
-					cancelPoll()
-				case <-pollCtx.Done():
-				}
-			}()
-		}
-		jobs, err := client.Available(pollCtx, n, &free, p.cfg.PollWait)
-		abandoned := pollCtx.Err() != nil
-		cancelPoll()
+		jobs, err := p.tr.Offers(ctx, free, n, wake)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			if abandoned {
-				continue // capacity changed
-			}
 			p.connected.Store(false)
-			if node3.ErrorCode(err) == node3.CodeUnauthorized {
-				p.log.Warn("the marketplace no longer knows this agent; registering again", "err", err)
-				if err := p.reregister(ctx); err != nil && ctx.Err() == nil {
-					p.log.Error("registering again failed", "err", err)
-				}
-				continue
-			}
-			p.log.Warn("polling the marketplace failed", "err", err, "retry_in", b.peek())
+			p.log.Warn("asking for jobs failed", "err", err, "retry_in", b.peek())
 			sleep(ctx, b.next())
 			continue
 		}
 		b.reset()
-		p.connected.Store(true)
 		started := 0
 		for _, j := range jobs {
 			idx, ok := p.take(j)
 			if !ok {
+				p.tr.Withdraw(j.ID)
 				continue
 			}
 			started++
@@ -348,8 +279,7 @@ func (p *Provider) poll(ctx context.Context) {
 // runJob accepts, runs and reports one job.
 func (p *Provider) runJob(ctx context.Context, offered node3.Job, idx []int) {
 	defer p.wg.Done()
-	client, self := p.api()
-	j, err := client.Accept(ctx, offered.ID)
+	j, err := p.tr.Accept(ctx, offered.ID)
 	if err != nil {
 		p.release(offered, idx)
 		if c := node3.ErrorCode(err); c == node3.CodeConflict || c == node3.CodeNotFound {
@@ -359,6 +289,7 @@ func (p *Provider) runJob(ctx context.Context, offered node3.Job, idx []int) {
 		}
 		return
 	}
+	p.signalCapacity()
 	gpus := make([]node3.GPU, len(idx))
 	for i, k := range idx {
 		gpus[i] = p.cfg.GPUs[k]
@@ -369,7 +300,7 @@ func (p *Provider) runJob(ctx context.Context, offered node3.Job, idx []int) {
 	var lost atomic.Value // why the job was taken away, if it was
 	hbDone := make(chan struct{})
 	if j.Kind != node3.KindNoop {
-		go p.heartbeat(jobCtx, client, j, cancel, &lost, hbDone)
+		go p.heartbeat(jobCtx, j, cancel, &lost, hbDone)
 	} else {
 		close(hbDone)
 	}
@@ -378,6 +309,7 @@ func (p *Provider) runJob(ctx context.Context, offered node3.Job, idx []int) {
 	<-hbDone
 	// The GPUs and the slot are free again; reporting needs neither.
 	p.release(offered, idx)
+	p.signalCapacity()
 
 	if p.aborted.Load() {
 		return
@@ -416,12 +348,12 @@ func (p *Provider) runJob(ctx context.Context, offered node3.Job, idx []int) {
 		p.log.Error("storing the job's report failed; the lease will lapse and the job will be requeued", "job", j.ID, "err", err)
 		return
 	}
-	p.deliver(ctx, r, self)
+	p.deliver(ctx, r)
 }
 
 // heartbeat keeps the lease of a running job. If the coordinator says the
 // job is no longer ours (cancelled, requeued and retaken), it stops the run.
-func (p *Provider) heartbeat(ctx context.Context, client *httpapi.Client, j node3.Job, stop context.CancelFunc, lost *atomic.Value, done chan<- struct{}) {
+func (p *Provider) heartbeat(ctx context.Context, j node3.Job, stop context.CancelFunc, lost *atomic.Value, done chan<- struct{}) {
 	defer close(done)
 	every := j.LeaseExpiresAt.Sub(j.AcceptedAt) / 3
 	if every <= 0 {
@@ -435,7 +367,7 @@ func (p *Provider) heartbeat(ctx context.Context, client *httpapi.Client, j node
 			return
 		case <-t.C:
 		}
-		_, err := client.Heartbeat(ctx, j.ID)
+		err := p.tr.Heartbeat(ctx, j.ID)
 		switch c := node3.ErrorCode(err); {
 		case err == nil:
 			p.connected.Store(true)
@@ -455,12 +387,11 @@ func (p *Provider) heartbeat(ctx context.Context, client *httpapi.Client, j node
 
 // deliver sends one report. Success or a final refusal removes it from the
 // outbox; anything else leaves it there for the retry loop.
-func (p *Provider) deliver(ctx context.Context, r node3.Report, self string) bool {
+func (p *Provider) deliver(ctx context.Context, r node3.Report) bool {
 	if _, busy := p.inflight.LoadOrStore(r.JobID, struct{}{}); busy {
 		return false
 	}
 	defer p.inflight.Delete(r.JobID)
-	client, _ := p.api()
 	// A report outlives the context of the job it reports on.
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -470,24 +401,23 @@ func (p *Provider) deliver(ctx context.Context, r node3.Report, self string) boo
 		defer cancel()
 	}
 	var (
-		coord node3.Job
-		err   error
+		ack Ack
+		err error
 	)
 	if r.Kind == node3.ReportCompleted {
-		coord, err = client.Complete(sendCtx, r.JobID, r.Result)
+		ack, err = p.tr.Complete(sendCtx, r.JobID, r.Result)
 	} else {
-		coord, err = client.Fail(sendCtx, r.JobID, httpapi.FailRequest{Reason: truncateReason(r.Reason), Retryable: r.Retryable, JobResult: r.Result})
+		ack, err = p.tr.Fail(sendCtx, r.JobID, truncateReason(r.Reason), r.Retryable, r.Result)
 	}
 	if p.aborted.Load() {
 		return false
 	}
-	var ack *node3.Job
 	switch c := node3.ErrorCode(err); {
 	case err == nil:
-		ack = &coord
 		p.metrics.reports.WithLabelValues("delivered").Inc()
 		p.connected.Store(true)
 	case c == node3.CodeConflict || c == node3.CodeNotFound || c == node3.CodeForbidden || c == node3.CodeInvalid:
+		ack = Ack{}
 		p.metrics.reports.WithLabelValues("refused").Inc()
 		p.log.Warn("the coordinator refused a report; dropping it", "job", r.JobID, "err", err)
 	default:
@@ -500,7 +430,14 @@ func (p *Provider) deliver(ctx context.Context, r node3.Report, self string) boo
 		}
 		return false
 	}
-	if err := p.led.AckReport(context.WithoutCancel(ctx), r.JobID, ack, self, p.cfg.Now()); err != nil {
+	self := p.tr.AgentID()
+	var aerr error
+	if ack.Job == nil && ack.Status != "" {
+		aerr = p.led.AckReportAs(context.WithoutCancel(ctx), r.JobID, ack.Status, self, p.cfg.Now())
+	} else {
+		aerr = p.led.AckReport(context.WithoutCancel(ctx), r.JobID, ack.Job, self, p.cfg.Now())
+	}
+	if err := aerr; err != nil {
 		p.log.Error("removing a delivered report from the outbox", "job", r.JobID, "err", err)
 	}
 	return true
@@ -530,7 +467,6 @@ func (p *Provider) outbox(ctx context.Context) {
 			}
 			p.log.Error("reading the outbox", "err", err)
 		}
-		_, self := p.api()
 		failed := false
 		for _, r := range pending {
 			if ctx.Err() != nil {
@@ -539,7 +475,7 @@ func (p *Provider) outbox(ctx context.Context) {
 			if _, busy := p.inflight.Load(r.JobID); busy {
 				continue
 			}
-			if !p.deliver(ctx, r, self) {
+			if !p.deliver(ctx, r) {
 				failed = true
 				break
 			}
@@ -574,14 +510,27 @@ func (p *Provider) ActiveJobs() []string {
 	return out
 }
 
-// AgentID is this provider's id at the coordinator ("" before registration).
-func (p *Provider) AgentID() string {
-	_, id := p.api()
-	return id
+// api returns the REST client with the agent's key and the agent id when
+// the provider works over the REST API; (nil, "") otherwise.
+func (p *Provider) api() (*httpapi.Client, string) {
+	if t, ok := p.tr.(*httpTransport); ok {
+		id := t.AgentID()
+		return t.api(), id
+	}
+	return nil, ""
 }
 
-// Connected reports whether the last call to the coordinator went through.
-func (p *Provider) Connected() bool { return p.connected.Load() }
+// AgentID is this provider's id at the coordinator ("" before registration).
+func (p *Provider) AgentID() string { return p.tr.AgentID() }
+
+// Connected reports whether the provider can reach its coordinator: for
+// the REST transport, whether the last call went through.
+func (p *Provider) Connected() bool {
+	if c, ok := p.tr.(interface{ Connected() bool }); ok {
+		return c.Connected()
+	}
+	return p.connected.Load()
+}
 
 // backoff is exponential with jitter.
 type backoff struct {

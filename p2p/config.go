@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -102,6 +103,9 @@ type Config struct {
 	// ColocationWhitelist are CIDRs exempt from GossipSub's IP-colocation
 	// penalty in addition to loopback (e.g. a LAN of test machines).
 	ColocationWhitelist []string
+	// Gater, if set, may refuse connections (the harness uses it to
+	// partition a local network).
+	Gater connmgr.ConnectionGater
 }
 
 var networkRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)

@@ -17,7 +17,9 @@
 //     readable by others or that does not parse is an error, never
 //     replaced);
 //   - TCP and QUIC transports, a connection manager (ConnLow/ConnHigh,
-//     bootstrap peers protected) and a resource manager with libp2p's
+//     bootstrap peers protected), an optional connection gater
+//     (Config.Gater: the harness partitions networks with it) and a
+//     resource manager with libp2p's
 //     auto-scaled limits plus per-protocol stream limits for the protocols
 //     below;
 //   - bootstrap peers from bootstrap.txt (ParseBootstrapFile: one multiaddr
@@ -111,10 +113,12 @@
 // understands. The typed protocols are
 //
 //	/node3/<network>/claim/1   ClaimRequest → ClaimResponse (grant + lease, or deny + reason)
-//	/node3/<network>/report/1  Report (heartbeat | completed | failed) → ReportAck (lease, cancel)
+//	/node3/<network>/report/1  Report (heartbeat | completed | failed, retryable) → ReportAck (lease, cancel, status)
 //	/node3/<network>/sync/1    SyncRequest (after, limit) → SyncResponse (open postings, more)
 //
-// with RequestClaim/HandleClaim, SendReport/HandleReport and
+// (a final report's ack carries the job's resulting status: completed,
+// failed, or available when a retryable failure requeued it) with
+// RequestClaim/HandleClaim, SendReport/HandleReport and
 // RequestSync/HandleSync; HandleSync cuts a board to the frame size and
 // sets More. The peer on a stream is authenticated by the transport
 // security, so a handler's from argument is who the claimant really is.

@@ -215,7 +215,7 @@ func (n *Node) startHost(key crypto.PrivKey) error {
 		}
 		listen = append(listen, a)
 	}
-	n.host, err = libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.ListenAddrs(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -225,7 +225,11 @@ func (n *Node) startHost(key crypto.PrivKey) error {
 		libp2p.PrometheusRegisterer(n.cfg.Registerer),
 		libp2p.UserAgent(n.cfg.UserAgent),
 		libp2p.WithDialTimeout(n.cfg.DialTimeout),
-	)
+	}
+	if n.cfg.Gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(n.cfg.Gater))
+	}
+	n.host, err = libp2p.New(opts...)
 	if err != nil {
 		return fmt.Errorf("start libp2p host: %w", err)
 	}

@@ -75,7 +75,10 @@ type Report struct {
 	JobID   string           `json:"job_id"`
 	Result  *node3.JobResult `json:"result,omitempty"` // completed and failed
 	Reason  string           `json:"reason,omitempty"` // failed
-	SentAt  time.Time        `json:"sent_at,omitzero"`
+	// Retryable asks, for a failure that was not the job's fault (the
+	// provider is shutting down), to put the job back while attempts remain.
+	Retryable bool      `json:"retryable,omitempty"`
+	SentAt    time.Time `json:"sent_at,omitzero"`
 }
 
 // ReportAck answers a Report. Cancel tells the provider to stop the job
@@ -86,6 +89,9 @@ type ReportAck struct {
 	LeaseExpiresAt time.Time `json:"lease_expires_at,omitzero"`
 	Cancel         bool      `json:"cancel,omitempty"`
 	Reason         string    `json:"reason,omitempty"`
+	// Status is the job's state after a completed or failed report
+	// (completed, failed, or available when a failure requeued it).
+	Status node3.JobStatus `json:"status,omitempty"`
 }
 
 // SyncRequest asks for open postings, in job id order after After.
@@ -223,6 +229,9 @@ func DecodeReportAck(data []byte) (ReportAck, error) {
 	}
 	if err := checkText("reason", a.Reason, maxReasonLen); err != nil {
 		return ReportAck{}, err
+	}
+	if a.Status != "" && !knownStatus(a.Status) {
+		return ReportAck{}, node3.Errorf(node3.CodeInvalid, "status %q is not a job state", truncate(string(a.Status), 32))
 	}
 	return a, nil
 }

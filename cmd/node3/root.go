@@ -73,7 +73,7 @@ given in each flag's help, e.g. MARKETPLACE_URL), then a .env file.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&envFile, "env-file", ".env", "file of KEY=VALUE lines to read into the environment (existing variables win)")
-	root.AddCommand(newRunCmd(), newUpCmd(), newE2ECmd(), newAdminCmd(), newGPUCmd(), newLocalchainCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newUpCmd(), newE2ECmd(), newAdminCmd(), newGPUCmd(), newLocalchainCmd(), newIDCmd(), newVersionCmd())
 	return root
 }
 

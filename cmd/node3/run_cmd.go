@@ -25,6 +25,7 @@ type runFlags struct {
 	rpcURL, marketWallet   string
 	batchSize              int
 	batchDelay             time.Duration
+	p2p                    p2pFlags
 }
 
 func newRunCmd() *cobra.Command {
@@ -34,17 +35,27 @@ func newRunCmd() *cobra.Command {
 		Short: "Run a node: a provider, and with --coordinator also a marketplace",
 		Long: `Run a node until interrupted.
 
-A provider registers with its marketplace (MARKETPLACE_URL), long-polls for
-jobs its GPUs can run, runs them and reports each result through a durable
-outbox. With --coordinator the node also serves the marketplace REST API
-(port 8000) and, unless --provider=false, works for itself.
+The node joins the libp2p network (port 4001, TCP and QUIC; --p2p=false for
+HTTP only): it finds peers through the bootstrap peers (--bootstrap,
+bootstrap.txt) and the DHT, and relays job postings and provider adverts.
+A provider that trusts a coordinator (--trust-coordinator PEERID) gets that
+coordinator's jobs pushed to it by gossip, claims them over a direct stream,
+runs them and reports each result through a durable outbox. Without one it
+registers with its marketplace (MARKETPLACE_URL) and long-polls the REST API.
+With --coordinator the node also serves the marketplace REST API (port 8000),
+publishes its jobs to the network and, unless --provider=false, works for
+itself.
 
 The node's own API (status, job history, earnings) listens on 127.0.0.1:8080.`,
 		Example: `  # a marketplace that also runs jobs, in demo mode (simulated GPU)
   SKIP_GPU_CHECK=true node3 run --coordinator
 
-  # a provider joining it
-  node3 run --marketplace-url http://coordinator.example:8000 --data-dir ~/.node3-provider`,
+  # a provider joining it over libp2p (peer ID and address from the
+  # coordinator's startup output or its "node3 id")
+  node3 run --bootstrap /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW… --trust-coordinator 12D3KooW…
+
+  # a provider polling its REST API instead
+  node3 run --p2p=false --marketplace-url http://coordinator.example:8000 --data-dir ~/.node3-provider`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runNode(cmd, f)
@@ -72,6 +83,7 @@ The node's own API (status, job history, earnings) listens on 127.0.0.1:8080.`,
 	fs.IntVar(&f.batchSize, "payout-batch-size", 16, "coordinator: payouts per Solana transaction")
 	fs.DurationVar(&f.batchDelay, "payout-batch-delay", 500*time.Millisecond, "coordinator: how long a partial batch of payouts waits for more")
 	fs.StringVar(&f.adminKey, "admin-key", "", "coordinator admin key (prefer the environment variable; default: generated once and stored in <data-dir>/admin_api_key)")
+	addP2PFlags(fs, &f.p2p)
 	bindEnv(fs, "data-dir", "NODE3_DATA_DIR")
 	bindEnv(fs, "marketplace-url", "MARKETPLACE_URL")
 	bindEnv(fs, "marketplace-port", "MARKETPLACE_PORT")
@@ -114,6 +126,10 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 		return err
 	}
 	defer closeLog()
+	p2pCfg, err := f.p2p.config(f.dataDir)
+	if err != nil {
+		return err
+	}
 	ctx := cmd.Context()
 	n, err := node.New(ctx, node.Config{
 		DataDir:               f.dataDir,
@@ -134,6 +150,7 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 		Lease:                 f.lease,
 		SweepInterval:         f.sweep,
 		PollWait:              f.pollWait,
+		P2P:                   p2pCfg,
 		Version:               buildVersion(),
 		Logger:                log,
 	})
@@ -158,6 +175,7 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 		}
 	}
 	fmt.Fprintf(out, "  node API:        %s\n", n.NodeURL())
+	printP2P(out, n, f.provider, f.coordinator, f.marketURL != "", len(f.p2p.trust))
 	if f.provider && len(n.GPUs()) == 0 {
 		fmt.Fprintln(out, "  no GPU found and demo mode is off (SKIP_GPU_CHECK=true): taking only jobs that need no GPU")
 	}

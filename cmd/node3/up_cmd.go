@@ -20,6 +20,7 @@ func newUpCmd() *cobra.Command {
 		dataDir, logLevel     string
 		marketPort, agentPort int
 		check, fresh, cmds    bool
+		usep2p                bool
 		lease                 time.Duration
 		timeout               time.Duration
 		slot                  time.Duration
@@ -29,7 +30,9 @@ func newUpCmd() *cobra.Command {
 		Short: "Start a whole network on this machine: a coordinator and N providers",
 		Long: `Start a local Solana endpoint, a coordinator (its wallet funded by airdrop) and
 N providers in one process, each with its own data directory, ports and a
-different simulated GPU, and print their URLs. This is the seed's integrated
+different simulated GPU, and print their URLs. The nodes form a real libp2p
+network over loopback: the coordinator gossips its jobs, providers claim them
+over direct streams (--p2p=false: they poll the REST API). This is the seed's integrated
 startup and the quickest way to try node3, offline: jobs run, and their
 rewards are paid in real signed Solana transfers on the local chain.
 
@@ -74,6 +77,7 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 				Lease:             lease,
 				LocalChain:        true,
 				SlotInterval:      slot,
+				P2P:               usep2p,
 				Version:           buildVersion(),
 				Logger:            log,
 			})
@@ -87,6 +91,12 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 			fmt.Fprintf(out, "  marketplace API:  %s\n", nw.MarketplaceURL())
 			fmt.Fprintf(out, "  coordinator node: %s\n", nw.Coordinator().NodeURL())
 			fmt.Fprintf(out, "  local Solana:     %s (payouts from %s)\n", nw.ChainURL(), nw.Coordinator().PayerAddress())
+			if usep2p {
+				fmt.Fprintf(out, "  libp2p network:   %q, coordinator %s (providers get jobs by gossip)\n", nw.P2PNetwork(), nw.CoordinatorPeer())
+				for _, a := range nw.CoordinatorAddrs() {
+					fmt.Fprintf(out, "                    %s\n", a)
+				}
+			}
 			for i := 0; i < providers; i++ {
 				p := nw.Provider(i)
 				g := p.GPUs()
@@ -129,6 +139,7 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 	fs.BoolVar(&check, "check", false, "run the end-to-end test against the network, then stop")
 	fs.BoolVar(&fresh, "fresh", false, "delete the data directory first")
 	fs.BoolVar(&cmds, "allow-commands", false, "let providers run `command` jobs natively")
+	fs.BoolVar(&usep2p, "p2p", true, "run the nodes as a libp2p network over loopback, jobs pushed to providers by gossip (false: providers poll the REST API)")
 	fs.DurationVar(&lease, "lease", 30*time.Second, "job lease")
 	fs.DurationVar(&timeout, "timeout", 60*time.Second, "--check: time allowed for each step")
 	fs.DurationVar(&slot, "slot-interval", 100*time.Millisecond, "the local chain's slot time (payouts finalize after 32 slots)")

@@ -1,0 +1,464 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/node3/node3"
+	"github.com/node3/node3/httpapi"
+	"github.com/node3/node3/p2p"
+)
+
+// P2PConfig puts a node on the libp2p network: it gossips job postings and
+// provider adverts, finds peers through the DHT, and — as a provider that
+// trusts a coordinator — gets jobs pushed to it instead of polling. A nil
+// P2PConfig in Config keeps the node on HTTP alone.
+type P2PConfig struct {
+	// Network names the network ("mainnet"); nodes of different networks
+	// never talk to each other.
+	Network string
+	// ListenAddrs are multiaddrs (default TCP and QUIC on port 4001, all
+	// interfaces).
+	ListenAddrs []string
+	// Bootstrap are multiaddrs with /p2p/ parts (--bootstrap);
+	// BootstrapPeers already parsed ones (bootstrap.txt).
+	Bootstrap      []string
+	BootstrapPeers []peer.AddrInfo
+	// TrustedCoordinators are the coordinators whose postings a provider
+	// acts on and whom it claims jobs from. A provider that trusts none
+	// (and is not a coordinator itself) takes no jobs over libp2p.
+	TrustedCoordinators []peer.ID
+	// AdvertInterval is how often a provider re-sends its advert (default
+	// 5 s; it is also sent when its free capacity changes). AdvertTTL is
+	// how long an advert stays valid (default 3 intervals, at least 15 s).
+	AdvertInterval time.Duration
+	AdvertTTL      time.Duration
+	// SyncInterval is how often a provider re-fetches the open board from
+	// its coordinators, in case gossip lost a posting (default 30 s; it
+	// also syncs whenever it (re)connects to one).
+	SyncInterval time.Duration
+	// PriceFloor is the least reward this provider advertises it takes.
+	PriceFloor node3.Lamports
+	// PublishQueue bounds the coordinator's queue of job changes waiting
+	// to be published (default 4096); past it the oldest are dropped.
+	PublishQueue int
+	// Tune, if set, adjusts the libp2p configuration before the host
+	// starts (tests and the harness: timers, connection gater).
+	Tune func(*p2p.Config)
+}
+
+func (c P2PConfig) withDefaults() P2PConfig {
+	if c.Network == "" {
+		c.Network = p2p.DefaultNetwork
+	}
+	if c.AdvertInterval <= 0 {
+		c.AdvertInterval = 5 * time.Second
+	}
+	if c.AdvertTTL <= 0 {
+		c.AdvertTTL = max(3*c.AdvertInterval, 15*time.Second)
+	}
+	c.AdvertTTL = min(c.AdvertTTL, p2p.MaxAdvertTTL)
+	if c.SyncInterval <= 0 {
+		c.SyncInterval = 30 * time.Second
+	}
+	if c.PublishQueue <= 0 {
+		c.PublishQueue = 4096
+	}
+	return c
+}
+
+// p2pNode is a node's part of the libp2p network: the host and, by role,
+// the coordinator's publisher and stream handlers or the provider's
+// gossip transport and advertiser.
+type p2pNode struct {
+	cfg    P2PConfig
+	pn     *p2p.Node
+	log    *slog.Logger
+	table  *providerTable
+	coord  *coordP2P        // nil unless the node is a coordinator
+	gossip *gossipTransport // nil unless the provider takes jobs over libp2p
+}
+
+// setupP2P starts the libp2p host (it binds its ports and reaches its
+// bootstrap peers) and wires the coordinator's side. It runs after the
+// coordinator is set up and before the provider.
+func (n *Node) setupP2P(ctx context.Context) error {
+	c := n.cfg.P2P.withDefaults()
+	pc := p2p.Config{
+		DataDir:             n.cfg.DataDir,
+		ListenAddrs:         c.ListenAddrs,
+		Network:             c.Network,
+		Bootstrap:           c.Bootstrap,
+		BootstrapPeers:      c.BootstrapPeers,
+		TrustedCoordinators: c.TrustedCoordinators,
+		Logger:              n.log.With("component", "p2p"),
+		Registerer:          n.reg,
+		Clock:               n.cfg.Now,
+		UserAgent:           "node3/" + n.cfg.Version,
+	}
+	if c.Tune != nil {
+		c.Tune(&pc)
+	}
+	pn, err := p2p.New(ctx, pc)
+	if err != nil {
+		return fmt.Errorf("node: p2p: %w", err)
+	}
+	n.p2p = &p2pNode{cfg: c, pn: pn, log: n.log.With("component", "p2p"), table: newProviderTable()}
+	if n.coord != nil {
+		n.p2p.coord = newCoordP2P(n.coord, n.led, pn, n.p2p.table, c, n.log.With("role", "coordinator"), n.cfg.Now, n.reg)
+	}
+	pn.OnAdvert(func(a p2p.ProviderAdvert, from peer.ID) {
+		n.p2p.table.put(a, n.cfg.Now())
+		if n.p2p.coord != nil {
+			n.p2p.coord.onAdvert(a, from)
+		}
+	})
+	return nil
+}
+
+// useGossip reports whether this node's provider takes jobs over libp2p:
+// it has p2p, is not its own coordinator (that one works over its local
+// REST API) and either trusts a coordinator or has no marketplace URL to
+// poll instead.
+func (n *Node) useGossip() bool {
+	if n.p2p == nil || n.cfg.Coordinator {
+		return false
+	}
+	return len(n.p2p.cfg.TrustedCoordinators) > 0 || n.cfg.MarketplaceURL == ""
+}
+
+// newGossipTransport builds the provider's libp2p transport.
+func (n *Node) newGossipTransport(walletAddr string) *gossipTransport {
+	if len(n.p2p.cfg.TrustedCoordinators) == 0 {
+		n.log.Warn("p2p provider without a trusted coordinator (--trust-coordinator PEERID): it will act on no job posting and take no jobs")
+	}
+	t := newGossipTransport(gossipConfig{
+		Node:        n.p2p.pn,
+		Trusted:     n.p2p.cfg.TrustedCoordinators,
+		GPUs:        n.gpus,
+		Wallet:      walletAddr,
+		SyncEvery:   n.p2p.cfg.SyncInterval,
+		Rivals:      n.p2p.table.rivals,
+		Logger:      n.log.With("role", "provider"),
+		Now:         n.cfg.Now,
+		MaxBoardLen: 100_000,
+	})
+	n.p2p.gossip = t
+	return t
+}
+
+// startP2P registers the stream handlers and starts the publisher and the
+// advertiser; the provider's transport runs with the provider.
+func (n *Node) startP2P(ctx context.Context) {
+	if n.p2p == nil {
+		return
+	}
+	pn := n.p2p.pn
+	if c := n.p2p.coord; c != nil {
+		pn.HandleClaim(c.handleClaim)
+		pn.HandleReport(c.handleReport)
+		pn.HandleSync(c.handleSync)
+		n.goRun(func() { c.runPublisher(ctx) })
+		n.goRun(func() { c.runAgents(ctx) })
+		pn.Advertise(ctx, pn.Namespace(p2p.RoleCoordinators))
+	}
+	if n.prov != nil {
+		pn.Advertise(ctx, pn.Namespace(p2p.RoleProviders))
+		n.goRun(func() { n.advertise(ctx) })
+	}
+}
+
+func (n *Node) closeP2P() error {
+	if n.p2p == nil {
+		return nil
+	}
+	return n.p2p.pn.Close()
+}
+
+// advertise publishes this provider's advert at start, every
+// AdvertInterval and soon after its free capacity changes (at most every
+// advertMinGap).
+func (n *Node) advertise(ctx context.Context) {
+	const advertMinGap = time.Second
+	var last time.Time
+	publish := func() {
+		_, free, _ := n.prov.capacity()
+		a := p2p.ProviderAdvert{
+			GPUs:            n.gpus,
+			FreeSlots:       min(free, 1024),
+			PriceFloor:      n.p2p.cfg.PriceFloor,
+			Wallet:          n.wallet.Address().String(),
+			SoftwareVersion: truncateVersion(n.cfg.Version),
+			TTLSecs:         int(n.p2p.cfg.AdvertTTL / time.Second),
+		}
+		if a.GPUs == nil {
+			a.GPUs = []node3.GPU{}
+		}
+		a.IssuedAt = n.cfg.Now()
+		if err := n.p2p.pn.PublishAdvert(ctx, a); err != nil {
+			if ctx.Err() == nil {
+				n.log.Warn("publishing the provider advert failed", "err", err)
+			}
+			return
+		}
+		a.Peer = n.p2p.pn.ID()
+		n.p2p.table.put(a, a.IssuedAt) // our own: gossip does not echo it back
+		last = time.Now()
+	}
+	// A publish before any peer is on the topic reaches nobody: the first
+	// advert waits for one (at most an interval).
+	topic := p2p.ProvidersTopic(n.p2p.pn.Network())
+	for deadline := time.Now().Add(n.p2p.cfg.AdvertInterval); len(n.p2p.pn.TopicPeers(topic)) == 0 && time.Now().Before(deadline); {
+		if !sleep(ctx, 50*time.Millisecond) {
+			return
+		}
+	}
+	publish()
+	tick := time.NewTicker(n.p2p.cfg.AdvertInterval)
+	defer tick.Stop()
+	soon := time.NewTimer(time.Hour)
+	soon.Stop()
+	defer soon.Stop()
+	pending := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			publish()
+		case <-n.prov.capChange:
+			if wait := advertMinGap - time.Since(last); wait > 0 {
+				if !pending {
+					pending = true
+					soon.Reset(wait)
+				}
+				continue
+			}
+			publish()
+		case <-soon.C:
+			pending = false
+			publish()
+		}
+	}
+}
+
+func truncateVersion(v string) string {
+	if len(v) > 64 {
+		return v[:64]
+	}
+	return v
+}
+
+// P2P is the node's libp2p node (nil without p2p), for tests, the harness
+// and benchmarks.
+func (n *Node) P2P() *p2p.Node {
+	if n.p2p == nil {
+		return nil
+	}
+	return n.p2p.pn
+}
+
+// PeerID is the node's libp2p peer ID ("" without p2p).
+func (n *Node) PeerID() peer.ID {
+	if n.p2p == nil {
+		return ""
+	}
+	return n.p2p.pn.ID()
+}
+
+// p2pStatus is the p2p part of /api/status.
+func (n *Node) p2pStatus() *httpapi.P2PStatus {
+	if n.p2p == nil {
+		return nil
+	}
+	pn := n.p2p.pn
+	s := &httpapi.P2PStatus{
+		PeerID:              pn.ID().String(),
+		Network:             pn.Network(),
+		ListenAddrs:         []string{},
+		Peers:               pn.PeerCount(),
+		Topics:              []httpapi.TopicStatus{},
+		TrustedCoordinators: []string{},
+		ProvidersKnown:      n.p2p.table.size(),
+		Transport:           "none",
+	}
+	for _, a := range pn.Addrs() {
+		s.ListenAddrs = append(s.ListenAddrs, a.String())
+	}
+	for _, t := range pn.Topics() {
+		s.Topics = append(s.Topics, httpapi.TopicStatus{Name: t, Peers: len(pn.TopicPeers(t))})
+	}
+	for _, id := range n.p2p.cfg.TrustedCoordinators {
+		s.TrustedCoordinators = append(s.TrustedCoordinators, id.String())
+	}
+	switch {
+	case n.p2p.gossip != nil:
+		s.Transport = "libp2p"
+		s.OpenJobs = n.p2p.gossip.boardSize()
+	case n.prov != nil:
+		s.Transport = "rest"
+	}
+	if n.p2p.coord != nil {
+		s.PostingsDropped = n.p2p.coord.droppedCount()
+	}
+	return s
+}
+
+// gossipJobs lists the open jobs this provider heard of, oldest first.
+func (n *Node) gossipJobs() []node3.Job {
+	return n.p2p.gossip.openJobs(n.cfg.Now(), 100)
+}
+
+// gossipAgents lists the providers whose adverts this node holds.
+func (n *Node) gossipAgents() []httpapi.AgentView {
+	now := n.cfg.Now()
+	entries := n.p2p.table.list(now)
+	out := make([]httpapi.AgentView, 0, len(entries))
+	for _, e := range entries {
+		a := node3.Agent{
+			ID:            e.ad.Peer.String(),
+			WalletAddress: e.ad.Wallet,
+			GPUs:          e.ad.GPUs,
+			Version:       e.ad.SoftwareVersion,
+			RegisteredAt:  e.first,
+			LastSeen:      e.ad.IssuedAt,
+		}
+		if len(a.GPUs) > 0 {
+			a.GPUModel, a.GPUVendor, a.GPUMemory = a.GPUs[0].Model, a.GPUs[0].Vendor, a.GPUs[0].MemoryBytes
+		}
+		out = append(out, httpapi.ViewAgent(a, true))
+	}
+	return out
+}
+
+// providerTable holds the latest advert of every provider, until it
+// expires. Every p2p node keeps one.
+type providerTable struct {
+	mu  sync.Mutex
+	ads map[peer.ID]tableEntry
+	ops int
+}
+
+type tableEntry struct {
+	ad    p2p.ProviderAdvert
+	id    string    // ad.Peer as a string
+	first time.Time // when this node first heard of the provider
+}
+
+// maxProviders bounds the table; adverts of new providers past it are
+// dropped until some expire.
+const maxProviders = 50_000
+
+func newProviderTable() *providerTable {
+	return &providerTable{ads: make(map[peer.ID]tableEntry)}
+}
+
+func (t *providerTable) put(a p2p.ProviderAdvert, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ops++; t.ops%1024 == 0 {
+		t.pruneLocked(now)
+	}
+	e, ok := t.ads[a.Peer]
+	if !ok {
+		if len(t.ads) >= maxProviders {
+			return
+		}
+		e.first, e.id = now, a.Peer.String()
+	} else if a.Seq != 0 && e.ad.Seq > a.Seq {
+		return // an older advert than the one we hold
+	}
+	e.ad = a
+	t.ads[a.Peer] = e
+}
+
+func (t *providerTable) get(p peer.ID, now time.Time) (p2p.ProviderAdvert, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.ads[p]
+	if !ok || now.After(e.ad.Expires()) {
+		return p2p.ProviderAdvert{}, false
+	}
+	return e.ad, true
+}
+
+func (t *providerTable) pruneLocked(now time.Time) {
+	for id, e := range t.ads {
+		if now.After(e.ad.Expires()) {
+			delete(t.ads, id)
+		}
+	}
+}
+
+// list returns the live entries, by peer ID.
+func (t *providerTable) list(now time.Time) []tableEntry {
+	t.mu.Lock()
+	t.pruneLocked(now)
+	out := make([]tableEntry, 0, len(t.ads))
+	for _, e := range t.ads {
+		out = append(out, e)
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ad.Peer < out[j].ad.Peer })
+	return out
+}
+
+// rivals lists the live adverts for claim ranking.
+func (t *providerTable) rivals(now time.Time) []rival {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]rival, 0, len(t.ads))
+	for _, e := range t.ads {
+		if now.After(e.ad.Expires()) {
+			continue
+		}
+		out = append(out, rival{peer: e.id, gpus: e.ad.GPUs, free: e.ad.FreeSlots})
+	}
+	return out
+}
+
+// size is the number of providers in the table, expired ones included
+// until the next prune.
+func (t *providerTable) size() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.ads)
+}
+
+// connected reports whether pn has a connection to p.
+func connected(pn *p2p.Node, p peer.ID) bool {
+	return pn.Host().Network().Connectedness(p) == network.Connected
+}
+
+// isPeerAgent reports whether an agent id is a libp2p peer ID (a provider
+// that works over libp2p) and returns it.
+func isPeerAgent(agentID string) (peer.ID, bool) {
+	if len(agentID) < 40 || len(agentID) > 128 {
+		return "", false
+	}
+	id, err := peer.Decode(agentID)
+	return id, err == nil
+}
+
+var errNoCoordinator = node3.Errorf(node3.CodeUnavailable, "no trusted coordinator to talk to")
+
+// contains reports whether ids holds p.
+func containsPeer(ids []peer.ID, p peer.ID) bool { return slices.Contains(ids, p) }
+
+// isRefusal reports whether err is a coordinator's refusal rather than a
+// failure to reach it.
+func isRefusal(err error) bool {
+	switch node3.ErrorCode(err) {
+	case node3.CodeConflict, node3.CodeNotFound, node3.CodeForbidden:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,459 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/node3/node3"
+	"github.com/node3/node3/ledger"
+	"github.com/node3/node3/p2p"
+)
+
+// coordP2P is the coordinator's side of push dispatch:
+//
+//   - it follows the ledger's job-change feed and publishes, signed, every
+//     new or requeued job (a "posted" posting) and every change to
+//     accepted, completed, failed, cancelled or expired (a "status"
+//     posting);
+//   - it serves claims, reports and sync over streams, through the same
+//     Coordinator methods (and so the same ledger transitions) as the REST
+//     API;
+//   - it keeps a ledger agent per provider peer, keyed by the peer ID the
+//     transport authenticated, created from its advert or its first claim.
+type coordP2P struct {
+	c     *Coordinator
+	led   *ledger.Ledger
+	pn    *p2p.Node
+	table *providerTable
+	log   *slog.Logger
+	now   func() time.Time
+
+	// The publish queues, one per publisher goroutine, a job always in the
+	// same one (so its postings go out in order): filled by the ledger's
+	// writer goroutine (which must not block), drained by runPublisher.
+	shards []*pubShard
+
+	amu    sync.Mutex
+	agents map[peer.ID]node3.Agent // provider peers with a ledger agent
+	ensure chan agentWant          // adverts of peers whose agent needs writing
+	// Adverts are free to send, so new agents from adverts are rate
+	// limited (a claim for an open job always gets its agent).
+	newWindow time.Time
+	newInWin  int
+
+	metrics coordP2PMetrics
+}
+
+// pubShard is one publisher's queue.
+type pubShard struct {
+	mu    sync.Mutex
+	queue []node3.Job
+	cap   int
+	wake  chan struct{}
+	// last is the status last published per unfinished job; only the
+	// shard's publisher goroutine uses it.
+	last map[string]node3.JobStatus
+}
+
+// publishers is how many goroutines publish postings: signing and
+// pubsub's local validation make one publish cost ~0.3 ms of CPU, and a
+// single publisher would cap a coordinator near 1,000 postings/s.
+const publishers = 4
+
+type agentWant struct {
+	peer peer.ID
+	ad   p2p.ProviderAdvert
+}
+
+type coordP2PMetrics struct {
+	published *prometheus.CounterVec
+	dropped   prometheus.Counter
+	claims    *prometheus.CounterVec
+	dropCount sync.Mutex
+	drops     uint64
+}
+
+func newCoordP2P(c *Coordinator, led *ledger.Ledger, pn *p2p.Node, table *providerTable, cfg P2PConfig, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) *coordP2P {
+	cp := &coordP2P{
+		c: c, led: led, pn: pn, table: table, log: log, now: now,
+		agents: make(map[peer.ID]node3.Agent),
+		ensure: make(chan agentWant, 256),
+		metrics: coordP2PMetrics{
+			published: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "node3_coordinator_postings_total",
+				Help: "Job postings published over gossip, by kind (posted, status).",
+			}, []string{"kind"}),
+			dropped: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "node3_coordinator_postings_dropped_total",
+				Help: "Job changes dropped from a full publish queue (oldest first) or that failed to publish.",
+			}),
+			claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "node3_coordinator_claims_total",
+				Help: "Claims served over libp2p, by result (granted, denied, error).",
+			}, []string{"result"}),
+		},
+	}
+	if reg != nil {
+		reg.MustRegister(cp.metrics.published, cp.metrics.dropped, cp.metrics.claims)
+	}
+	for range publishers {
+		cp.shards = append(cp.shards, &pubShard{
+			cap:  max(cfg.PublishQueue/publishers, 1),
+			wake: make(chan struct{}, 1),
+			last: make(map[string]node3.JobStatus),
+		})
+	}
+	led.Watch(cp.enqueue)
+	return cp
+}
+
+// enqueue runs on the ledger's writer goroutine: it only queues, dropping
+// the oldest change when the queue is full.
+func (cp *coordP2P) enqueue(j node3.Job) {
+	h := fnv.New32a()
+	h.Write([]byte(j.ID))
+	sh := cp.shards[h.Sum32()%uint32(len(cp.shards))]
+	sh.mu.Lock()
+	if len(sh.queue) >= sh.cap {
+		sh.queue[0] = node3.Job{}
+		sh.queue = sh.queue[1:]
+		cp.noteDrop()
+	}
+	sh.queue = append(sh.queue, j)
+	sh.mu.Unlock()
+	select {
+	case sh.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (cp *coordP2P) noteDrop() {
+	cp.metrics.dropped.Inc()
+	cp.metrics.dropCount.Lock()
+	cp.metrics.drops++
+	cp.metrics.dropCount.Unlock()
+}
+
+func (cp *coordP2P) droppedCount() uint64 {
+	cp.metrics.dropCount.Lock()
+	defer cp.metrics.dropCount.Unlock()
+	return cp.metrics.drops
+}
+
+// runPublisher publishes queued job changes until ctx ends, one
+// goroutine per queue.
+func (cp *coordP2P) runPublisher(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, sh := range cp.shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cp.drain(ctx, sh)
+		}()
+	}
+	wg.Wait()
+}
+
+func (cp *coordP2P) drain(ctx context.Context, sh *pubShard) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sh.wake:
+		}
+		for {
+			sh.mu.Lock()
+			batch := sh.queue
+			sh.queue = nil
+			sh.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			for _, j := range batch {
+				if ctx.Err() != nil {
+					return
+				}
+				cp.publish(ctx, sh, j)
+			}
+		}
+	}
+}
+
+// publish turns one job change into a posting, if it is one worth telling
+// the network about: new and requeued jobs, and the changes to accepted,
+// completed, failed, cancelled and expired. Heartbeats (lease extensions,
+// accepted → running) are not.
+func (cp *coordP2P) publish(ctx context.Context, sh *pubShard, j node3.Job) {
+	prev, seen := sh.last[j.ID]
+	if j.Status.Terminal() {
+		delete(sh.last, j.ID)
+	} else {
+		sh.last[j.ID] = j.Status
+	}
+	var p p2p.JobPosting
+	switch {
+	case j.Status == node3.StatusAvailable:
+		pub := redactJob(j)
+		p = p2p.JobPosting{Kind: p2p.PostingPosted, JobID: j.ID, Job: &pub, Status: j.Status, Reason: truncateText(j.Error, 1000)}
+	case j.Status == node3.StatusRunning:
+		return
+	case seen && prev == j.Status:
+		return
+	default:
+		p = p2p.JobPosting{Kind: p2p.PostingStatus, JobID: j.ID, Status: j.Status, Reason: truncateText(j.Error, 1000)}
+		if id, ok := isPeerAgent(j.AgentID); ok && j.Status != node3.StatusExpired && j.Status != node3.StatusCancelled {
+			p.Provider = id
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := cp.pn.PublishJob(pctx, p); err != nil {
+		cp.noteDrop()
+		if ctx.Err() == nil {
+			cp.log.Warn("publishing a job posting failed", "job", j.ID, "status", j.Status, "err", err)
+		}
+		return
+	}
+	cp.metrics.published.WithLabelValues(string(p.Kind)).Inc()
+}
+
+// redactJob is a job as the whole network may see it: environment values
+// and input/output URLs (which may carry credentials) go only to the
+// provider a claim is granted to.
+func redactJob(j node3.Job) node3.Job {
+	j.Env = nil
+	j.InputURL, j.InputSHA256, j.OutputURL = "", "", ""
+	j.Result = nil
+	j.Error = ""
+	return j
+}
+
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// onAdvert runs on the p2p delivery goroutine: it marks the provider seen
+// and, if its ledger agent is missing or out of date, queues the write.
+func (cp *coordP2P) onAdvert(a p2p.ProviderAdvert, from peer.ID) {
+	cp.c.touch(from.String())
+	cp.amu.Lock()
+	have, ok := cp.agents[from]
+	cp.amu.Unlock()
+	if ok && have.WalletAddress == a.Wallet && have.Version == a.SoftwareVersion && slices.Equal(have.GPUs, a.GPUs) {
+		return
+	}
+	select {
+	case cp.ensure <- agentWant{peer: from, ad: a}:
+	default: // busy: the next advert, or the provider's first claim, will do it
+	}
+}
+
+// maxNewAgentsPerMinute bounds the agents adverts create.
+const maxNewAgentsPerMinute = 600
+
+// runAgents writes the ledger agents of advertising providers.
+func (cp *coordP2P) runAgents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case w := <-cp.ensure:
+			if w.ad.Wallet == "" {
+				continue // nothing to pay: it gets an agent when it claims with a wallet
+			}
+			cp.amu.Lock()
+			_, known := cp.agents[w.peer]
+			cp.amu.Unlock()
+			if !known {
+				if now := cp.now(); now.Sub(cp.newWindow) > time.Minute {
+					cp.newWindow, cp.newInWin = now, 0
+				}
+				if cp.newInWin >= maxNewAgentsPerMinute {
+					continue // it gets one when it claims
+				}
+				cp.newInWin++
+			}
+			_, err := cp.upsertAgent(ctx, w.peer, node3.Agent{WalletAddress: w.ad.Wallet, GPUs: w.ad.GPUs, Version: w.ad.SoftwareVersion})
+			if err != nil && ctx.Err() == nil {
+				cp.log.Warn("recording a provider peer", "peer", w.peer, "err", err)
+			}
+		}
+	}
+}
+
+// upsertAgent makes sure peer p has a ledger agent with these fields.
+func (cp *coordP2P) upsertAgent(ctx context.Context, p peer.ID, want node3.Agent) (node3.Agent, error) {
+	if want.GPUs == nil {
+		want.GPUs = []node3.GPU{}
+	}
+	a, created, err := cp.led.UpsertPeerAgent(ctx, p.String(), want, cp.now())
+	if err != nil {
+		return node3.Agent{}, err
+	}
+	if created {
+		cp.log.Info("provider peer recorded", "agent", a.ID, "wallet", a.WalletAddress, "gpus", len(a.GPUs))
+	}
+	cp.amu.Lock()
+	cp.agents[p] = a
+	cp.amu.Unlock()
+	return a, nil
+}
+
+// agentFor returns the ledger agent of the claiming peer, creating or
+// updating it from the claim (and the peer's advert, for what the claim
+// leaves out).
+func (cp *coordP2P) agentFor(ctx context.Context, from peer.ID, req p2p.ClaimRequest) (node3.Agent, error) {
+	cp.amu.Lock()
+	have, ok := cp.agents[from]
+	cp.amu.Unlock()
+	if ok && (req.Wallet == "" || req.Wallet == have.WalletAddress) && (len(req.GPUs) == 0 || slices.Equal(req.GPUs, have.GPUs)) {
+		return have, nil
+	}
+	want := node3.Agent{}
+	if ok {
+		want = node3.Agent{WalletAddress: have.WalletAddress, GPUs: have.GPUs, Version: have.Version}
+	} else if a, err := cp.led.Agent(ctx, from.String()); err == nil {
+		want = node3.Agent{WalletAddress: a.WalletAddress, GPUs: a.GPUs, Version: a.Version}
+	}
+	if ad, ok := cp.table.get(from, cp.now()); ok {
+		want.Version = ad.SoftwareVersion
+		if want.WalletAddress == "" {
+			want.WalletAddress = ad.Wallet
+		}
+		if want.GPUs == nil {
+			want.GPUs = ad.GPUs
+		}
+	}
+	if req.Wallet != "" {
+		want.WalletAddress = req.Wallet
+	}
+	if len(req.GPUs) > 0 {
+		want.GPUs = req.GPUs
+	}
+	if want.WalletAddress == "" {
+		return node3.Agent{}, node3.Errorf(node3.CodeInvalid, "a claim needs a wallet address to pay the reward to")
+	}
+	return cp.upsertAgent(ctx, from, want)
+}
+
+// handleClaim grants a job to the first claimant through Coordinator.Accept
+// (the REST accept's ledger transition) and denies the rest. A claim for a
+// job that is plainly not available is denied from a read, without a
+// durable write; a repeated claim by the holder gets the same grant.
+func (cp *coordP2P) handleClaim(ctx context.Context, from peer.ID, req p2p.ClaimRequest) (p2p.ClaimResponse, error) {
+	agentID := from.String()
+	cp.c.touch(agentID)
+	deny := func(reason string) (p2p.ClaimResponse, error) {
+		cp.metrics.claims.WithLabelValues("denied").Inc()
+		return p2p.ClaimResponse{Granted: false, Reason: truncateText(reason, 1000)}, nil
+	}
+	// The job first: a claim that cannot succeed creates no agent.
+	j, err := cp.led.Job(ctx, req.JobID)
+	switch {
+	case node3.ErrorCode(err) == node3.CodeNotFound:
+		return deny("no such job")
+	case err != nil:
+		cp.metrics.claims.WithLabelValues("error").Inc()
+		return p2p.ClaimResponse{}, err
+	case j.Status.Leased() && j.AgentID == agentID:
+		// Ours already (a retried claim): the same answer.
+	case j.Status != node3.StatusAvailable:
+		return deny(fmt.Sprintf("job %s is %s", j.ID, j.Status))
+	default:
+		agent, err := cp.agentFor(ctx, from, req)
+		if err != nil {
+			cp.metrics.claims.WithLabelValues("error").Inc()
+			return p2p.ClaimResponse{}, err
+		}
+		j, err = cp.c.Accept(ctx, agent, req.JobID)
+		if isRefusal(err) {
+			return deny(node3.ErrorMessage(err))
+		}
+		if err != nil {
+			cp.metrics.claims.WithLabelValues("error").Inc()
+			return p2p.ClaimResponse{}, err
+		}
+	}
+	cp.metrics.claims.WithLabelValues("granted").Inc()
+	return p2p.ClaimResponse{Granted: true, LeaseExpiresAt: j.LeaseExpiresAt, Job: &j}, nil
+}
+
+// handleReport takes heartbeats and final reports from the provider on
+// the stream; the peer ID is its agent id.
+func (cp *coordP2P) handleReport(ctx context.Context, from peer.ID, r p2p.Report) (p2p.ReportAck, error) {
+	agentID := from.String()
+	cp.c.touch(agentID)
+	switch r.Kind {
+	case p2p.ReportHeartbeat:
+		j, err := cp.c.Heartbeat(ctx, agentID, r.JobID)
+		if isRefusal(err) {
+			return p2p.ReportAck{Cancel: true, Reason: truncateText(node3.ErrorMessage(err), 1000)}, nil
+		}
+		if err != nil {
+			return p2p.ReportAck{}, err
+		}
+		return p2p.ReportAck{LeaseExpiresAt: j.LeaseExpiresAt}, nil
+	case p2p.ReportCompleted:
+		j, err := cp.c.Complete(ctx, agentID, r.JobID, *r.Result)
+		if err != nil {
+			return p2p.ReportAck{}, err
+		}
+		return p2p.ReportAck{Status: j.Status}, nil
+	case p2p.ReportFailed:
+		var res node3.JobResult
+		if r.Result != nil {
+			res = *r.Result
+		}
+		j, err := cp.c.Fail(ctx, agentID, r.JobID, r.Reason, r.Retryable, res)
+		if err != nil {
+			return p2p.ReportAck{}, err
+		}
+		return p2p.ReportAck{Status: j.Status}, nil
+	}
+	return p2p.ReportAck{}, node3.Errorf(node3.CodeInvalid, "unknown report kind")
+}
+
+// handleSync serves the open board, in job id order, to a late joiner.
+func (cp *coordP2P) handleSync(ctx context.Context, from peer.ID, req p2p.SyncRequest) (p2p.SyncResponse, error) {
+	jobs := cp.c.openJobs(req.After, req.Limit+1, cp.now())
+	resp := p2p.SyncResponse{Postings: make([]p2p.JobPosting, 0, len(jobs))}
+	for _, j := range jobs {
+		pub := redactJob(j)
+		resp.Postings = append(resp.Postings, p2p.JobPosting{Kind: p2p.PostingPosted, JobID: j.ID, Job: &pub, Status: node3.StatusAvailable})
+	}
+	return resp, nil // HandleSync cuts it to the limit and sets More
+}
+
+// openJobs returns up to limit available, unexpired jobs with ids after
+// after, in id (creation) order, from the in-memory board.
+func (c *Coordinator) openJobs(after string, limit int, now time.Time) []node3.Job {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := 0
+	if after != "" {
+		i, _ = slices.BinarySearch(c.board.order, after)
+		if i < len(c.board.order) && c.board.order[i] == after {
+			i++
+		}
+	}
+	var out []node3.Job
+	for ; i < len(c.board.order) && len(out) < limit; i++ {
+		j, ok := c.board.jobs[c.board.order[i]]
+		if !ok || !now.Before(j.ExpiresAt) {
+			continue
+		}
+		out = append(out, j)
+	}
+	return out
+}
