@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,54 +176,7 @@ func BenchmarkP2PNoop(b *testing.B) {
 	for _, providers := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("providers=%d", providers), func(b *testing.B) {
 			nw, ctx := startBenchNetwork(b, Config{Providers: providers, Slots: 32})
-			admin := nw.Admin()
-			const submitters = 8
-			var next atomic.Int64
-			b.ResetTimer()
-			start := time.Now()
-			var wg sync.WaitGroup
-			errs := make(chan error, submitters)
-			for w := 0; w < submitters; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for next.Add(1) <= int64(b.N) {
-						if _, err := admin.CreateJob(ctx, httpapi.CreateJobRequest{JobType: "noop", Reward: []byte("0.000001")}); err != nil {
-							errs <- err
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				b.Fatal(err)
-			}
-			led := nw.Coordinator().Ledger()
-			if err := poll(ctx, time.Millisecond, func() (bool, error) {
-				s, err := led.Stats(ctx)
-				return s.Jobs[node3.StatusCompleted] >= int64(b.N), err
-			}); err != nil {
-				s, _ := led.Stats(context.Background())
-				b.Fatalf("%v; jobs by state: %v", err, s.Jobs)
-			}
-			elapsed := time.Since(start)
-			b.StopTimer()
-			jobs, err := led.Jobs(ctx, jobsFilter(b.N))
-			if err != nil {
-				b.Fatal(err)
-			}
-			var accepted, completed []time.Duration
-			for _, j := range jobs {
-				accepted = append(accepted, j.AcceptedAt.Sub(j.CreatedAt))
-				completed = append(completed, j.FinishedAt.Sub(j.CreatedAt))
-			}
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "jobs/s")
-			b.ReportMetric(ms(pct(accepted, 50)), "p50-accept-ms")
-			b.ReportMetric(ms(pct(accepted, 99)), "p99-accept-ms")
-			b.ReportMetric(ms(pct(completed, 50)), "p50-complete-ms")
-			b.ReportMetric(ms(pct(completed, 99)), "p99-complete-ms")
+			noopLoad(ctx, b, nw)
 			b.ReportMetric(float64(counterSum(nw, "node3_coordinator_claims_total", "denied")), "denied-claims")
 		})
 	}
