@@ -183,3 +183,16 @@ func FuzzFail(f *testing.F) {
 	)
 	reportFuzz(f, "fail")
 }
+
+// FuzzFund: the fund-wallet body is decoded and range-checked before the
+// (absent) payments are asked, so bad bodies are 400/413 and good ones 503.
+func FuzzFund(f *testing.F) {
+	addSeeds(f, `{"amount":1}`, `{"amount":"0.5"}`, `{"amount":0}`, `{"amount":-1}`, `{"amount":1e3}`, `{"amount":1000.000000001}`, `{}`, `null`)
+	m := newFuzzMarket(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rec := m.post(t, "/api/admin/wallet/fund", adminKey, body)
+		if rec.Code != http.StatusServiceUnavailable && rec.Code != http.StatusBadRequest && rec.Code != http.StatusRequestEntityTooLarge {
+			t.Fatalf("fund %q: %d", body, rec.Code)
+		}
+	})
+}

@@ -221,12 +221,7 @@ func (m *MarketplaceAPI) available(w http.ResponseWriter, r *http.Request, a nod
 }
 
 func (m *MarketplaceAPI) writeJobs(w http.ResponseWriter, jobs []node3.Job, view func(node3.Job, time.Time) JobView) {
-	now := m.cfg.Now()
-	out := JobsResponse{Jobs: make([]JobView, 0, len(jobs)), Count: len(jobs)}
-	for _, j := range jobs {
-		out.Jobs = append(out.Jobs, view(j, now))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, jobsResponse(jobs, m.cfg.Now(), view))
 }
 
 func (m *MarketplaceAPI) writeJob(w http.ResponseWriter, r *http.Request, j node3.Job, err error) {

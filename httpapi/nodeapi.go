@@ -124,12 +124,7 @@ func (n *NodeAPI) jobs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, n.log, r, err)
 		return
 	}
-	now := n.cfg.Now()
-	out := JobsResponse{Jobs: make([]JobView, 0, len(jobs)), Count: len(jobs)}
-	for _, j := range jobs {
-		out.Jobs = append(out.Jobs, viewJob(j, now))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, jobsResponse(jobs, n.cfg.Now(), viewJob))
 }
 
 func (n *NodeAPI) earnings(w http.ResponseWriter, r *http.Request) {
@@ -151,12 +146,7 @@ func (n *NodeAPI) marketJobs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, n.log, r, err)
 		return
 	}
-	now := n.cfg.Now()
-	out := JobsResponse{Jobs: make([]JobView, 0, len(jobs)), Count: len(jobs)}
-	for _, j := range jobs {
-		out.Jobs = append(out.Jobs, publicJob(j, now))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, jobsResponse(jobs, n.cfg.Now(), publicJob))
 }
 
 func (n *NodeAPI) marketAgents(w http.ResponseWriter, r *http.Request) {

@@ -40,6 +40,15 @@ func publicJob(j node3.Job, now time.Time) JobView {
 	return viewJob(j, now)
 }
 
+// jobsResponse presents a list of jobs through view (viewJob or publicJob).
+func jobsResponse(jobs []node3.Job, now time.Time, view func(node3.Job, time.Time) JobView) JobsResponse {
+	out := JobsResponse{Jobs: make([]JobView, 0, len(jobs)), Count: len(jobs)}
+	for _, j := range jobs {
+		out.Jobs = append(out.Jobs, view(j, now))
+	}
+	return out
+}
+
 // JobResponse wraps one job.
 type JobResponse struct {
 	Job JobView `json:"job"`

@@ -274,6 +274,9 @@ func loadOrCreateAdminKey(configured, path string) (string, bool, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err == nil {
+		if len(b) > 4096 {
+			return "", false, fmt.Errorf("node: admin key file %s is larger than 4 KiB; it holds one key", path)
+		}
 		if k := strings.TrimSpace(string(b)); k != "" {
 			return k, false, nil
 		}

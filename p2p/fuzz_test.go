@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,6 +191,26 @@ func FuzzReadFrame(f *testing.F) {
 			if !errors.As(re, &ne) || ne.Code != e.Code {
 				t.Fatal("RemoteError does not unwrap")
 			}
+		}
+	})
+}
+
+// FuzzParseBootstrapFile: any file parses or fails with an error naming a
+// line; it never panics, and what it accepts is bounded.
+func FuzzParseBootstrapFile(f *testing.F) {
+	f.Add("# comment\n\n/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWBhSWnDLNpEGZqjrmb98pGEqBPqUHXSKjGRuDXGMTAoTa\n")
+	f.Add("/ip4/1.2.3.4/tcp/1\n")
+	f.Add("garbage line\r\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		infos, err := ParseBootstrapFile(strings.NewReader(s))
+		if err != nil {
+			if !strings.Contains(err.Error(), "line") {
+				t.Fatalf("error names no line: %v", err)
+			}
+			return
+		}
+		if len(infos) > strings.Count(s, "\n")+1 {
+			t.Fatalf("%d peers from %d lines", len(infos), strings.Count(s, "\n")+1)
 		}
 	})
 }
