@@ -11,6 +11,7 @@ type Agent struct {
 	GPUVendor     string    `json:"gpu_vendor"`
 	GPUMemory     uint64    `json:"gpu_memory"` // bytes
 	GPUs          []GPU     `json:"gpus,omitempty"`
+	Slots         int       `json:"slots,omitempty"` // jobs needing no GPU it runs at once (0: one)
 	Version       string    `json:"version,omitempty"`
 	RegisteredAt  time.Time `json:"registered_at"`
 	LastSeen      time.Time `json:"last_seen"`
@@ -19,6 +20,13 @@ type Agent struct {
 	Earned        Lamports  `json:"earned_lamports"` // rewards of completed jobs, paid or not
 	Paid          Lamports  `json:"paid_lamports"`   // of which finalized on chain
 }
+
+// MaxSlots bounds the slots an agent may declare.
+const MaxSlots = 1024
+
+// Capacity is how many jobs the agent may hold at once, offered or
+// leased: its slots (one when it declared none) plus its GPUs.
+func (a Agent) Capacity() int { return max(a.Slots, 1) + len(a.GPUs) }
 
 // PayoutStatus is where a payment stands.
 type PayoutStatus string

@@ -148,7 +148,13 @@ var (
 
 // Normalize fills defaults and checks every field, returning a CodeInvalid
 // error that names the first bad one.
-func (s *JobSpec) Normalize() error {
+func (s *JobSpec) Normalize() error { return s.normalize(false) }
+
+// NormalizePublic is Normalize for a job's public view (Job.Public), which
+// has no command: a command job's argv is not required there.
+func (s *JobSpec) NormalizePublic() error { return s.normalize(true) }
+
+func (s *JobSpec) normalize(public bool) error {
 	if s.Kind == "" {
 		return Errorf(CodeInvalid, "job_type is required")
 	}
@@ -171,6 +177,9 @@ func (s *JobSpec) Normalize() error {
 	}
 	switch s.Kind {
 	case KindCommand:
+		if public && len(s.Command) == 0 {
+			break
+		}
 		if len(s.Command) == 0 || s.Command[0] == "" {
 			return Errorf(CodeInvalid, "command jobs need a command (an argv list)")
 		}
@@ -288,8 +297,49 @@ type Job struct {
 	FinishedAt     time.Time `json:"finished_at,omitzero"`
 	LeaseExpiresAt time.Time `json:"lease_expires_at,omitzero"`
 
+	// Wallet is where this attempt's reward goes when the provider named
+	// one as it accepted (the seed's agents do); empty: its registered wallet.
+	Wallet string `json:"wallet_address,omitempty"`
+	// Barred lists providers whose retryable failure put the job back,
+	// each kept from retaking it for a while so that one provider cannot
+	// spend every attempt of a job.
+	Barred []Bar `json:"barred,omitempty"`
+
 	Result *JobResult `json:"result,omitempty"`
 	Error  string     `json:"error,omitempty"` // why it failed, was requeued or expired
+}
+
+// Bar keeps one provider from taking a job until a time.
+type Bar struct {
+	AgentID string    `json:"agent_id"`
+	Until   time.Time `json:"until"`
+}
+
+// BarredUntil returns when agent may take the job again; the zero time
+// when it is not barred at now.
+func (j Job) BarredUntil(agent string, now time.Time) time.Time {
+	for _, b := range j.Barred {
+		if b.AgentID == agent && now.Before(b.Until) {
+			return b.Until
+		}
+	}
+	return time.Time{}
+}
+
+// Public is the job as anyone may see it — the marketplace's public
+// listing, every node's API, gossip postings — and the one rule for that.
+// Only the provider a job is granted to (and the admin) get the rest: the
+// command's argv and the environment (either may carry the submitter's
+// tokens), the input and output URLs (often presigned), the result's
+// output, error texts (which may quote any of these) and bars.
+func (j Job) Public() Job {
+	j.Command = nil
+	j.Env = nil
+	j.InputURL, j.InputSHA256, j.OutputURL = "", "", ""
+	j.Result = nil
+	j.Error = ""
+	j.Barred = nil
+	return j
 }
 
 // JobResult is what a provider reports when a job ends.
@@ -346,6 +396,7 @@ const (
 // in the provider's durable outbox until the coordinator acknowledges it.
 type Report struct {
 	JobID     string     `json:"job_id"`
+	Attempt   int        `json:"attempt,omitempty"` // the attempt it was granted for (0: from before attempts were reported)
 	Kind      ReportKind `json:"kind"`
 	Result    JobResult  `json:"result"`
 	Reason    string     `json:"reason,omitempty"`

@@ -1,8 +1,10 @@
 package node3
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNormalize(t *testing.T) {
@@ -82,5 +84,61 @@ func TestRequirementsMatch(t *testing.T) {
 		if got := c.r.MatchedBy(c.gpus); got != c.want {
 			t.Errorf("%s: MatchedBy = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+func TestJobPublic(t *testing.T) {
+	j := Job{
+		ID: "j1",
+		JobSpec: JobSpec{
+			Kind: KindContainer, Reward: 5, Image: "img:1", Framework: "jax",
+			Command:  []string{"train", "--token=SECRET-ARG"},
+			Env:      map[string]string{"TOKEN": "SECRET-ENV"},
+			InputURL: "https://bucket.example/in?X-Amz-Signature=SECRET-IN", InputSHA256: strings.Repeat("a", 64),
+			OutputURL:    "https://bucket.example/out?sig=SECRET-OUT",
+			Requirements: Requirements{GPU: true, MinGPUMemory: 1 << 30},
+		},
+		Status: StatusAvailable, AgentID: "a1", Wallet: "w",
+		Barred: []Bar{{AgentID: "a2", Until: time.Unix(9, 0)}},
+		Result: &JobResult{Output: "SECRET-OUTPUT"}, Error: "failed reading SECRET-IN",
+	}
+	p := j.Public()
+	b, _ := json.Marshal(p)
+	if strings.Contains(string(b), "SECRET") || strings.Contains(string(b), "barred") {
+		t.Fatalf("public view leaks: %s", b)
+	}
+	if p.ID != "j1" || p.Image != "img:1" || p.Framework != "jax" || p.Reward != 5 || !p.GPU || p.MinGPUMemory != 1<<30 {
+		t.Fatalf("public view lost what the public may see: %+v", p)
+	}
+	if j.Env["TOKEN"] != "SECRET-ENV" || len(j.Command) != 2 || j.Result == nil {
+		t.Fatal("Public changed the job it was called on")
+	}
+}
+
+func TestBarredUntil(t *testing.T) {
+	now := time.Unix(100, 0)
+	j := Job{Barred: []Bar{{AgentID: "a", Until: now.Add(time.Second)}, {AgentID: "b", Until: now}}}
+	if got := j.BarredUntil("a", now); !got.Equal(now.Add(time.Second)) {
+		t.Fatalf("a: %v", got)
+	}
+	if got := j.BarredUntil("b", now); !got.IsZero() {
+		t.Fatalf("b's bar ended at now: %v", got)
+	}
+	if got := j.BarredUntil("c", now); !got.IsZero() {
+		t.Fatalf("c was never barred: %v", got)
+	}
+}
+
+func TestNormalizePublic(t *testing.T) {
+	s := JobSpec{Kind: KindCommand, Reward: 1}
+	if err := s.Normalize(); err == nil {
+		t.Fatal("a command job without a command passed Normalize")
+	}
+	if err := s.NormalizePublic(); err != nil {
+		t.Fatalf("the public view of a command job: %v", err)
+	}
+	bad := JobSpec{Kind: KindNoop, Command: []string{"x"}}
+	if err := bad.NormalizePublic(); err == nil {
+		t.Fatal("NormalizePublic let a noop job carry a command")
 	}
 }

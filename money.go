@@ -2,7 +2,6 @@ package node3
 
 import (
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 )
@@ -17,57 +16,109 @@ const LamportsPerSOL Lamports = 1_000_000_000
 // above it is a typo or an attack, not a price.
 const MaxReward Lamports = 1_000_000 * LamportsPerSOL
 
-// ParseSOL converts a decimal amount of SOL ("0.001", "12", "1e-3" is not
-// accepted) into lamports exactly. It rejects negative amounts, more than
-// nine decimal places and values that overflow.
+// ParseSOL converts a decimal amount of SOL into lamports exactly, from
+// any JSON number form ("0.001", "1e-06", "1E-6", "0.0010", "2") or the
+// same with a leading "+". The literal is converted digit by digit, never
+// through a float. It rejects negative amounts, amounts with a fraction of
+// a lamport (below 0.000000001 SOL, or more than nine significant decimal
+// places) and values that overflow.
 func ParseSOL(s string) (Lamports, error) {
+	v, err := parseDecimal(s, 9)
+	return Lamports(v), err
+}
+
+// ParseLamports converts a whole number of lamports given in any JSON
+// number form ("5000", "5e3", "5000.0") exactly; a fraction of a lamport
+// is an error.
+func ParseLamports(s string) (Lamports, error) {
+	v, err := parseDecimal(s, 0)
+	return Lamports(v), err
+}
+
+// maxExpDigits bounds the exponent of a literal: anything longer is far
+// outside uint64 either way.
+const maxExpDigits = 4
+
+// parseDecimal reads a non-negative decimal literal (JSON number grammar,
+// plus an optional "+" and a bare leading or trailing dot) and returns it
+// times 10^scale as an exact integer.
+func parseDecimal(s string, scale int) (uint64, error) {
 	s = strings.TrimSpace(s)
+	in := s
+	bad := func(format string) error { return Errorf(CodeInvalid, format, truncate(in, 64)) }
 	if s == "" {
 		return 0, Errorf(CodeInvalid, "amount is empty")
 	}
-	if s[0] == '-' {
-		return 0, Errorf(CodeInvalid, "amount %q is negative", s)
-	}
-	if s[0] == '+' {
+	switch s[0] {
+	case '-':
+		return 0, bad("amount %q is negative")
+	case '+':
 		s = s[1:]
 	}
-	whole, frac, hasDot := strings.Cut(s, ".")
-	if whole == "" && (!hasDot || frac == "") {
-		return 0, Errorf(CodeInvalid, "amount %q is not a decimal number", s)
+	mant, exp, hasExp := strings.Cut(s, "e")
+	if !hasExp {
+		mant, exp, hasExp = strings.Cut(s, "E")
 	}
-	for _, part := range []string{whole, frac} {
-		for _, c := range part {
-			if c < '0' || c > '9' {
-				return 0, Errorf(CodeInvalid, "amount %q is not a decimal number", s)
+	whole, frac, _ := strings.Cut(mant, ".")
+	if whole == "" && frac == "" || !allDigits(whole) || !allDigits(frac) {
+		return 0, bad("amount %q is not a decimal number")
+	}
+	e := 0
+	if hasExp {
+		sign := 1
+		switch {
+		case strings.HasPrefix(exp, "-"):
+			sign, exp = -1, exp[1:]
+		case strings.HasPrefix(exp, "+"):
+			exp = exp[1:]
+		}
+		if exp == "" || !allDigits(exp) {
+			return 0, bad("amount %q is not a decimal number")
+		}
+		exp = strings.TrimLeft(exp, "0")
+		if len(exp) > maxExpDigits {
+			exp = strings.Repeat("9", maxExpDigits) // saturate: the answer is the same
+		}
+		n, _ := strconv.Atoi("0" + exp)
+		e = sign * n
+	}
+	digits := strings.TrimLeft(whole+frac, "0")
+	if digits == "" {
+		return 0, nil // zero, however written
+	}
+	// The value is digits × 10^(point − len(digits)) in the unit; point is
+	// where the decimal point falls in digits once scaled.
+	point := len(digits) - len(frac) + e + scale
+	switch {
+	case point <= 0:
+		return 0, bad("amount %q is smaller than one lamport")
+	case point < len(digits):
+		if strings.TrimRight(digits[point:], "0") != "" {
+			if scale > 0 {
+				return 0, bad("amount %q has a fraction of a lamport (more than 9 decimal places)")
 			}
+			return 0, bad("amount %q has a fraction of a lamport")
+		}
+		digits = digits[:point]
+	case point > 20: // more digits than any uint64
+		return 0, bad("amount %q is too large")
+	default:
+		digits += strings.Repeat("0", point-len(digits))
+	}
+	v, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return 0, bad("amount %q is too large")
+	}
+	return v, nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
 		}
 	}
-	if len(frac) > 9 {
-		// Trailing zeros beyond nine places are harmless; anything else is
-		// a fraction of a lamport.
-		if strings.TrimRight(frac[9:], "0") != "" {
-			return 0, Errorf(CodeInvalid, "amount %q has more than 9 decimal places (smaller than a lamport)", s)
-		}
-		frac = frac[:9]
-	}
-	var w uint64
-	if whole != "" {
-		var err error
-		w, err = strconv.ParseUint(whole, 10, 64)
-		if err != nil || w > math.MaxUint64/uint64(LamportsPerSOL) {
-			return 0, Errorf(CodeInvalid, "amount %q is too large", s)
-		}
-	}
-	var f uint64
-	if frac != "" {
-		frac += strings.Repeat("0", 9-len(frac))
-		f, _ = strconv.ParseUint(frac, 10, 64)
-	}
-	total := w*uint64(LamportsPerSOL) + f
-	if total < f {
-		return 0, Errorf(CodeInvalid, "amount %q is too large", s)
-	}
-	return Lamports(total), nil
+	return true
 }
 
 // SOL renders the amount as a decimal number of SOL with no trailing zeros,

@@ -259,9 +259,10 @@ func badCases() []badCase {
 		create("reward overflows uint64", `{"job_type":"test","reward":100000000000000000000000}`, 400, true),
 		create("reward 10 decimals", `{"job_type":"test","reward":0.0000000001}`, 400, false),
 		create("reward 10 decimals string", `{"job_type":"test","reward":"0.0000000015"}`, 400, false),
-		create("reward exponent 1e-3", `{"job_type":"test","reward":1e-3}`, 400, false),
-		create("reward exponent 1E3", `{"job_type":"test","reward":1E3}`, 400, false),
-		create("reward exponent string", `{"job_type":"test","reward":"1e-3"}`, 400, true),
+		create("reward below one lamport", `{"job_type":"test","reward":1e-10}`, 400, false),
+		create("reward with a fraction of a lamport", `{"job_type":"test","reward":1.0000000001}`, 400, false),
+		create("reward exponent string below one lamport", `{"job_type":"test","reward":"1e-10"}`, 400, false),
+		create("reward bad exponent", `{"job_type":"test","reward":"1e"}`, 400, true),
 		create("reward true", `{"job_type":"test","reward":true}`, 400, true),
 		create("reward false", `{"job_type":"test","reward":false}`, 400, true),
 		create("reward object", `{"job_type":"test","reward":{"sol":1}}`, 400, true),
@@ -273,7 +274,7 @@ func badCases() []badCase {
 		create("reward and reward_lamports", `{"job_type":"test","reward":1,"reward_lamports":1}`, 400, true),
 		create("reward_lamports negative", `{"job_type":"test","reward_lamports":-1}`, 400, true),
 		create("reward_lamports fractional", `{"job_type":"test","reward_lamports":1.5}`, 400, true),
-		create("reward_lamports as string", `{"job_type":"test","reward_lamports":"1000"}`, 400, true),
+		create("reward_lamports below one", `{"job_type":"test","reward_lamports":1e-3}`, 400, true),
 		create("reward_lamports over the maximum", `{"job_type":"test","reward_lamports":1000000000000001}`, 400, true),
 		create("reward twice, other case", `{"job_type":"test","reward":0.001,"REWARD":1000000}`, 400, true),
 		create("reward twice", `{"job_type":"test","reward":0.001,"reward":1000000}`, 400, false),
@@ -312,6 +313,14 @@ func badCases() []badCase {
 		create("ok: exactly 1,000,000 SOL", `{"job_type":"noop","reward":1000000}`, 201, false),
 		create("ok: zeros past 9 decimals", `{"job_type":"noop","reward":"0.0010000000"}`, 201, false),
 		create("ok: reward_lamports", `{"job_type":"noop","reward_lamports":1}`, 201, false),
+		create("ok: reward_lamports exponent", `{"job_type":"noop","reward_lamports":5e3}`, 201, false),
+		create("ok: reward_lamports as string", `{"job_type":"noop","reward_lamports":"1000"}`, 201, false),
+		// What Python's json.dumps writes for small floats.
+		create("ok: reward 1e-06", `{"job_type":"noop","reward":1e-06}`, 201, false),
+		create("ok: reward 5e-05", `{"job_type":"noop","reward":5e-05}`, 201, false),
+		create("ok: reward 1E-6", `{"job_type":"noop","reward":1E-6}`, 201, false),
+		create("ok: reward 0.0010", `{"job_type":"noop","reward":0.0010}`, 201, false),
+		create("ok: reward exponent string", `{"job_type":"noop","reward":"1e-3"}`, 201, false),
 		{name: "create/ok: X-Admin-Key", method: "POST", path: "/api/admin/jobs/create", auth: "admin-h", body: okJob, status: 201},
 		{name: "create/ok: admin key as X-API-Key", method: "POST", path: "/api/admin/jobs/create", auth: "admin-x", body: okJob, status: 201},
 
@@ -360,7 +369,7 @@ func badCases() []badCase {
 		{name: "fund/zero", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":0}`, status: 400},
 		{name: "fund/negative", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":-1}`, status: 400},
 		{name: "fund/too much", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":1000.5}`, status: 400, docRejects: true},
-		{name: "fund/exponent", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":1e3}`, status: 400},
+		{name: "fund/below one lamport", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":1e-12}`, status: 400},
 		{name: "fund/missing", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{}`, status: 400, docRejects: true},
 		{name: "fund/unknown field", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":1,"to":"x"}`, status: 400, docRejects: true},
 		{name: "fund/over 64 KiB", method: "POST", path: "/api/admin/wallet/fund", auth: "admin", body: `{"amount":"` + rep("1", 70<<10) + `"}`, status: 413},
@@ -425,10 +434,10 @@ func TestBadInputs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := a.Heartbeat(ctx, held.ID); err != nil {
+	if _, err := a.Heartbeat(ctx, held.ID, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Complete(ctx, done.ID, node3.JobResult{ExecutionTime: 1}); err != nil {
+	if _, err := a.Complete(ctx, done.ID, httpapi.CompleteRequest{JobResult: node3.JobResult{ExecutionTime: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	ids := strings.NewReplacer("{avail}", avail.ID, "{big}", big.ID, "{held}", held.ID, "{done}", done.ID)

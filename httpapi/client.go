@@ -191,17 +191,18 @@ func jobPath(id, verb string) string {
 
 // Accept accepts a job.
 func (c *Client) Accept(ctx context.Context, id string) (node3.Job, error) {
-	return c.jobCall(ctx, "POST", jobPath(id, "accept"), agentAuth, struct{}{})
+	return c.jobCall(ctx, "POST", jobPath(id, "accept"), agentAuth, AcceptRequest{})
 }
 
-// Heartbeat marks a job running and extends its lease.
-func (c *Client) Heartbeat(ctx context.Context, id string) (node3.Job, error) {
-	return c.jobCall(ctx, "POST", jobPath(id, "heartbeat"), agentAuth, struct{}{})
+// Heartbeat marks a job running and extends the lease of the attempt
+// held (0: whichever is current).
+func (c *Client) Heartbeat(ctx context.Context, id string, attempt int) (node3.Job, error) {
+	return c.jobCall(ctx, "POST", jobPath(id, "heartbeat"), agentAuth, HeartbeatRequest{Attempt: attempt})
 }
 
 // Complete reports success.
-func (c *Client) Complete(ctx context.Context, id string, res node3.JobResult) (node3.Job, error) {
-	return c.jobCall(ctx, "POST", jobPath(id, "complete"), agentAuth, res)
+func (c *Client) Complete(ctx context.Context, id string, req CompleteRequest) (node3.Job, error) {
+	return c.jobCall(ctx, "POST", jobPath(id, "complete"), agentAuth, req)
 }
 
 // Fail reports failure.

@@ -67,7 +67,7 @@ func (m *fuzzMarket) heldJob(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.coord.Accept(ctx, m.agent, j.ID); err != nil {
+	if _, err := m.coord.Accept(ctx, m.agent, j.ID, ""); err != nil {
 		t.Fatal(err)
 	}
 	return j.ID

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
@@ -21,10 +22,15 @@ type Marketplace interface {
 	// free capacity (nil: everything free), waiting up to wait for one to
 	// appear when there are none.
 	AvailableJobs(ctx context.Context, agent node3.Agent, limit int, free *node3.Capacity, wait time.Duration) ([]node3.Job, error)
-	Accept(ctx context.Context, agent node3.Agent, jobID string) (node3.Job, error)
-	Heartbeat(ctx context.Context, agentID, jobID string) (node3.Job, error)
-	Complete(ctx context.Context, agentID, jobID string, res node3.JobResult) (node3.Job, error)
-	Fail(ctx context.Context, agentID, jobID, reason string, retryable bool, res node3.JobResult) (node3.Job, error)
+	// SetAgentGPUs takes the GPUs an agent sent with a poll (in the
+	// registration's fields) as its current ones.
+	SetAgentGPUs(ctx context.Context, agent node3.Agent, caps node3.Agent) (node3.Agent, error)
+	// Accept grants a job; wallet, if not empty, is where its reward goes.
+	Accept(ctx context.Context, agent node3.Agent, jobID, wallet string) (node3.Job, error)
+	// Heartbeat, Complete and Fail act for the attempt named (0: the current one).
+	Heartbeat(ctx context.Context, agentID, jobID string, attempt int) (node3.Job, error)
+	Complete(ctx context.Context, agentID, jobID string, attempt int, res node3.JobResult) (node3.Job, error)
+	Fail(ctx context.Context, agentID, jobID string, attempt int, reason string, retryable bool, res node3.JobResult) (node3.Job, error)
 	Agents(ctx context.Context) ([]node3.Agent, error)
 	Online(a node3.Agent) bool
 	CreateJob(ctx context.Context, spec node3.JobSpec) (node3.Job, error)
@@ -169,6 +175,7 @@ func (m *MarketplaceAPI) register(w http.ResponseWriter, r *http.Request) {
 		GPUVendor:     req.GPUVendor,
 		GPUMemory:     req.GPUMemory,
 		GPUs:          req.GPUs,
+		Slots:         req.Slots,
 		Version:       req.Version,
 	})
 	if err != nil {
@@ -209,6 +216,13 @@ func (m *MarketplaceAPI) available(w http.ResponseWriter, r *http.Request, a nod
 			return
 		}
 	}
+	if caps, ok := req.capabilities(); ok {
+		var err error
+		if a, err = m.cfg.Market.SetAgentGPUs(r.Context(), a, caps); err != nil {
+			writeError(w, m.log, r, err)
+			return
+		}
+	}
 	jobs, err := m.cfg.Market.AvailableJobs(r.Context(), a, req.Limit, free, wait)
 	if err != nil {
 		if r.Context().Err() != nil {
@@ -233,34 +247,40 @@ func (m *MarketplaceAPI) writeJob(w http.ResponseWriter, r *http.Request, j node
 }
 
 func (m *MarketplaceAPI) accept(w http.ResponseWriter, r *http.Request, a node3.Agent) {
-	if err := decode(w, r, maxBody, true, &struct{}{}); err != nil {
+	var req AcceptRequest
+	if err := decode(w, r, maxBody, true, &req); err != nil {
 		writeError(w, m.log, r, err)
 		return
 	}
-	j, err := m.cfg.Market.Accept(r.Context(), a, r.PathValue("id"))
+	j, err := m.cfg.Market.Accept(r.Context(), a, r.PathValue("id"), req.WalletAddress)
 	m.writeJob(w, r, j, err)
 }
 
 func (m *MarketplaceAPI) heartbeat(w http.ResponseWriter, r *http.Request, a node3.Agent) {
-	if err := decode(w, r, maxBody, true, &struct{}{}); err != nil {
+	var req HeartbeatRequest
+	if err := decode(w, r, maxBody, true, &req); err != nil {
 		writeError(w, m.log, r, err)
 		return
 	}
-	j, err := m.cfg.Market.Heartbeat(r.Context(), a.ID, r.PathValue("id"))
+	if err := checkAttempt(req.Attempt); err != nil {
+		writeError(w, m.log, r, err)
+		return
+	}
+	j, err := m.cfg.Market.Heartbeat(r.Context(), a.ID, r.PathValue("id"), req.Attempt)
 	m.writeJob(w, r, j, err)
 }
 
 func (m *MarketplaceAPI) complete(w http.ResponseWriter, r *http.Request, a node3.Agent) {
-	var res node3.JobResult
-	if err := decode(w, r, maxBodyLarge, true, &res); err != nil {
+	var req CompleteRequest
+	if err := decode(w, r, maxBodyLarge, true, &req); err != nil {
 		writeError(w, m.log, r, err)
 		return
 	}
-	if err := res.Check(); err != nil {
+	if err := errors.Join(req.JobResult.Check(), checkAttempt(req.Attempt)); err != nil {
 		writeError(w, m.log, r, err)
 		return
 	}
-	j, err := m.cfg.Market.Complete(r.Context(), a.ID, r.PathValue("id"), res)
+	j, err := m.cfg.Market.Complete(r.Context(), a.ID, r.PathValue("id"), req.Attempt, req.JobResult)
 	m.writeJob(w, r, j, err)
 }
 
@@ -274,11 +294,11 @@ func (m *MarketplaceAPI) fail(w http.ResponseWriter, r *http.Request, a node3.Ag
 		writeError(w, m.log, r, node3.Errorf(node3.CodeInvalid, "reason is longer than 4096 bytes"))
 		return
 	}
-	if err := req.JobResult.Check(); err != nil {
+	if err := errors.Join(req.JobResult.Check(), checkAttempt(req.Attempt)); err != nil {
 		writeError(w, m.log, r, err)
 		return
 	}
-	j, err := m.cfg.Market.Fail(r.Context(), a.ID, r.PathValue("id"), req.Reason, req.Retryable, req.JobResult)
+	j, err := m.cfg.Market.Fail(r.Context(), a.ID, r.PathValue("id"), req.Attempt, req.Reason, req.Retryable, req.JobResult)
 	m.writeJob(w, r, j, err)
 }
 

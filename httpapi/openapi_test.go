@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -420,6 +421,9 @@ func (d *apiDoc) validate(schema map[string]any, v any, at string, strict bool) 
 		}
 		if m, ok := num(s["maximum"]); ok && f > m {
 			return fmt.Errorf("%s: %s is above %v", at, x, m)
+		}
+		if m, ok := num(s["multipleOf"]); ok && math.Mod(f, m) != 0 {
+			return fmt.Errorf("%s: %s is not a multiple of %v", at, x, m)
 		}
 	case []any:
 		if m, ok := num(s["maxItems"]); ok && float64(len(x)) > m {
@@ -963,8 +967,8 @@ func TestNodeAPIMatchesDocument(t *testing.T) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out.Jobs) != 1 {
 				t.Fatalf("marketplace jobs: %v %s", err, rec.Body)
 			}
-			if j := out.Jobs[0]; j.Env["TOKEN"] != "(hidden)" || j.Result == nil || j.Result.Output != "" || j.Reward != "0.0015" {
-				t.Errorf("public job shows env %v, result %+v, reward %s", j.Env, j.Result, j.Reward)
+			if j := out.Jobs[0]; j.Env != nil || j.Result != nil || j.Command != nil || j.Reward != "0.0015" {
+				t.Errorf("public job shows env %v, result %+v, command %q, reward %s", j.Env, j.Result, j.Command, j.Reward)
 			}
 		}
 	}
@@ -1000,7 +1004,8 @@ func TestCheckerCatchesDrift(t *testing.T) {
 		`{"job_type":"test"}`,
 		`{"job_type":"test","reward":1,"reward_lamports":1}`,
 		`{"job_type":"test","reward":true}`,
-		`{"job_type":"test","reward":"1e-3"}`,
+		`{"job_type":"test","reward":"1e"}`,
+		`{"job_type":"test","reward_lamports":1.5}`,
 		`{"job_type":"nope","reward":1}`,
 		`{"job_type":"test","reward":1,"x":1}`,
 	} {

@@ -128,9 +128,6 @@ func parseSOLField(name string, raw json.RawMessage) (node3.Lamports, error) {
 	} else if s == "" || s == "null" || s[0] == '{' || s[0] == '[' || s == "true" || s == "false" {
 		return 0, node3.Errorf(node3.CodeInvalid, "%s must be a decimal number of SOL", name)
 	}
-	if strings.ContainsAny(s, "eE") {
-		return 0, node3.Errorf(node3.CodeInvalid, "%s must be a plain decimal (no exponent), e.g. 0.001", name)
-	}
 	v, err := node3.ParseSOL(s)
 	if err != nil {
 		return 0, node3.Errorf(node3.CodeInvalid, "%s: %s", name, node3.ErrorMessage(err))

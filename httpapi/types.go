@@ -22,23 +22,8 @@ func viewJob(j node3.Job, now time.Time) JobView {
 	return v
 }
 
-// publicJob hides what only the job's provider and the admin should see:
-// environment values (which may hold the submitter's tokens) and output.
-func publicJob(j node3.Job, now time.Time) JobView {
-	if len(j.Env) > 0 {
-		env := make(map[string]string, len(j.Env))
-		for k := range j.Env {
-			env[k] = "(hidden)"
-		}
-		j.Env = env
-	}
-	if j.Result != nil {
-		r := *j.Result
-		r.Output = ""
-		j.Result = &r
-	}
-	return viewJob(j, now)
-}
+// publicJob presents a job to anyone: node3.Job.Public is the rule.
+func publicJob(j node3.Job, now time.Time) JobView { return viewJob(j.Public(), now) }
 
 // jobsResponse presents a list of jobs through view (viewJob or publicJob).
 func jobsResponse(jobs []node3.Job, now time.Time, view func(node3.Job, time.Time) JobView) JobsResponse {
@@ -67,6 +52,7 @@ type RegisterRequest struct {
 	GPUVendor     string      `json:"gpu_vendor"`
 	GPUMemory     uint64      `json:"gpu_memory"` // bytes
 	GPUs          []node3.GPU `json:"gpus,omitempty"`
+	Slots         int         `json:"slots,omitempty"` // jobs needing no GPU it runs at once (default 1)
 	Version       string      `json:"version,omitempty"`
 }
 
@@ -86,13 +72,53 @@ type AvailableRequest struct {
 	// them the marketplace assumes all its GPUs and limit slots are free.
 	FreeSlots *int  `json:"free_slots,omitempty"`
 	FreeGPUs  []int `json:"free_gpus,omitempty"`
+	// The seed's agents send their GPU capabilities with each poll, in
+	// the registration's fields; given, they replace the registered ones.
+	GPUModel  string      `json:"gpu_model,omitempty"`
+	GPUVendor string      `json:"gpu_vendor,omitempty"`
+	GPUMemory uint64      `json:"gpu_memory,omitempty"` // bytes
+	GPUs      []node3.GPU `json:"gpus,omitempty"`
+}
+
+// capabilities reports whether the poll carries GPU capabilities, and
+// them as an agent's fields.
+func (r AvailableRequest) capabilities() (node3.Agent, bool) {
+	a := node3.Agent{GPUModel: r.GPUModel, GPUVendor: r.GPUVendor, GPUMemory: r.GPUMemory, GPUs: r.GPUs}
+	return a, r.GPUModel != "" || r.GPUVendor != "" || r.GPUMemory != 0 || r.GPUs != nil
+}
+
+// AcceptRequest is the optional body of an accept: the seed's agents name
+// the wallet this job's reward goes to.
+type AcceptRequest struct {
+	WalletAddress string `json:"wallet_address,omitempty"`
+}
+
+// HeartbeatRequest is the optional body of a heartbeat.
+type HeartbeatRequest struct {
+	Attempt int `json:"attempt,omitempty"` // the attempt the agent holds (0: the current one)
+}
+
+// CompleteRequest reports a completed job: its result, and the attempt
+// it ran under (the job's attempt in the accept's answer; 0: current).
+type CompleteRequest struct {
+	node3.JobResult
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // FailRequest reports a failed job.
 type FailRequest struct {
 	Reason    string `json:"reason"`
 	Retryable bool   `json:"retryable,omitempty"`
+	Attempt   int    `json:"attempt,omitempty"` // as in CompleteRequest
 	node3.JobResult
+}
+
+// checkAttempt bounds a reported attempt number.
+func checkAttempt(n int) error {
+	if n < 0 || n > node3.MaxMaxAttempts {
+		return node3.Errorf(node3.CodeInvalid, "attempt must be between 0 and %d", node3.MaxMaxAttempts)
+	}
+	return nil
 }
 
 // CancelRequest withdraws a job.
@@ -106,7 +132,7 @@ type CreateJobRequest struct {
 	JobType        string            `json:"job_type"`
 	Description    string            `json:"description,omitempty"`
 	Reward         json.RawMessage   `json:"reward,omitempty"`
-	RewardLamports *uint64           `json:"reward_lamports,omitempty"`
+	RewardLamports *json.Number      `json:"reward_lamports,omitempty"`
 	RequiresGPU    bool              `json:"requires_gpu,omitempty"`
 	MinGPUMemory   uint64            `json:"min_gpu_memory,omitempty"`
 	GPUVendor      string            `json:"gpu_vendor,omitempty"`
@@ -133,7 +159,10 @@ func (c CreateJobRequest) Spec() (node3.JobSpec, error) {
 	case len(c.Reward) > 0 && c.RewardLamports != nil:
 		return node3.JobSpec{}, node3.Errorf(node3.CodeInvalid, "give reward (SOL) or reward_lamports, not both")
 	case c.RewardLamports != nil:
-		reward = node3.Lamports(*c.RewardLamports)
+		var err error
+		if reward, err = node3.ParseLamports(c.RewardLamports.String()); err != nil {
+			return node3.JobSpec{}, node3.Errorf(node3.CodeInvalid, "reward_lamports: %s", node3.ErrorMessage(err))
+		}
 	case len(c.Reward) > 0:
 		var err error
 		if reward, err = parseSOLField("reward", c.Reward); err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,16 +77,15 @@ func (l *Ledger) RegisterAgent(ctx context.Context, a node3.Agent, now time.Time
 	return a, key, nil
 }
 
-const base58Alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
 // CheckAgent validates the fields an agent registers with.
 func CheckAgent(a *node3.Agent) error {
 	a.WalletAddress = strings.TrimSpace(a.WalletAddress)
+	if err := node3.CheckWalletAddress("wallet_address", a.WalletAddress); err != nil {
+		return err
+	}
 	switch {
-	case a.WalletAddress == "":
-		return node3.Errorf(node3.CodeInvalid, "wallet_address is required")
-	case len(a.WalletAddress) < 32 || len(a.WalletAddress) > 44 || strings.Trim(a.WalletAddress, base58Alphabet) != "":
-		return node3.Errorf(node3.CodeInvalid, "wallet_address must be a base58 Solana address (32–44 characters)")
+	case a.Slots < 0 || a.Slots > node3.MaxSlots:
+		return node3.Errorf(node3.CodeInvalid, "slots must be between 0 and %d", node3.MaxSlots)
 	case len(a.GPUModel) > 256 || len(a.GPUVendor) > 64 || len(a.Version) > 64:
 		return node3.Errorf(node3.CodeInvalid, "gpu_model, gpu_vendor or version is too long")
 	case len(a.GPUs) > node3.MaxGPUCount:
@@ -169,4 +169,41 @@ func fillPaid(txn *badger.Txn, a *node3.Agent) error {
 	v, err := counterValue(txn, cAgentPaid+a.ID)
 	a.Paid = node3.Lamports(v)
 	return err
+}
+
+// SetAgentGPUs records the GPUs an agent says it has now (the seed's agents
+// send them with every poll). It writes only when they differ from the
+// record, so a poll that changes nothing costs no durable write.
+func (l *Ledger) SetAgentGPUs(ctx context.Context, a node3.Agent, gpus []node3.GPU, model, vendor string, memory uint64) (node3.Agent, error) {
+	next := a
+	next.GPUs, next.GPUModel, next.GPUVendor, next.GPUMemory = gpus, model, vendor, memory
+	if err := CheckAgent(&next); err != nil {
+		return a, err
+	}
+	if sameGPUs(a, next) {
+		return a, nil
+	}
+	var out node3.Agent
+	err := l.update(ctx, func(w *writer) error {
+		var cur node3.Agent
+		found, err := w.getJSON(agentKey(a.ID), &cur)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return node3.Errorf(node3.CodeNotFound, "agent %q not found", truncate(a.ID, 64))
+		}
+		cur.GPUs, cur.GPUModel, cur.GPUVendor, cur.GPUMemory = next.GPUs, next.GPUModel, next.GPUVendor, next.GPUMemory
+		out = cur
+		return w.setJSON(agentKey(a.ID), cur)
+	})
+	if err != nil {
+		return a, err
+	}
+	out.Paid = a.Paid
+	return out, nil
+}
+
+func sameGPUs(a, b node3.Agent) bool {
+	return a.GPUModel == b.GPUModel && a.GPUVendor == b.GPUVendor && a.GPUMemory == b.GPUMemory && slices.Equal(a.GPUs, b.GPUs)
 }

@@ -192,7 +192,11 @@ func settle(w *writer, j node3.Job) error {
 			a.JobsCompleted++
 			a.Earned += j.Reward
 		}
-		if err := addPayout(w, j, a.WalletAddress); err != nil {
+		to := a.WalletAddress
+		if j.Wallet != "" {
+			to = j.Wallet // named by the provider as it accepted this attempt
+		}
+		if err := addPayout(w, j, to); err != nil {
 			return err
 		}
 	case node3.StatusFailed:

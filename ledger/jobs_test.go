@@ -398,16 +398,24 @@ func TestCompletedJobPaysOnce(t *testing.T) {
 		t.Fatalf("Payout of a job without one: %v", err)
 	}
 
-	// A late completion after the lease lapsed pays too; a failure pays
-	// nothing and counts once.
+	// A late completion after the lease lapsed is refused and pays nothing;
+	// the retaken attempt pays the wallet its provider named at the accept.
 	late := mustCreate(t, l, noopSpec(7), t0)
 	mustTransition(t, l, late.ID, Event{Kind: EvAccept, AgentID: a.ID, Now: t0, Lease: time.Second})
 	if sw, err := l.Sweep(ctx, EvLeaseExpire, t0.Add(time.Minute), 10); err != nil || len(sw) != 1 {
 		t.Fatalf("sweep: %d, %v", len(sw), err)
 	}
-	mustTransition(t, l, late.ID, Event{Kind: EvComplete, AgentID: a.ID, Now: t0.Add(2 * time.Minute)})
-	if p, err := l.Payout(ctx, late.ID); err != nil || p.Amount != 7 {
-		t.Fatalf("late completion payout %+v, %v", p, err)
+	if _, err := l.Transition(ctx, late.ID, Event{Kind: EvComplete, AgentID: a.ID, Now: t0.Add(2 * time.Minute), Attempt: 1}); node3.ErrorCode(err) != node3.CodeConflict {
+		t.Fatalf("late completion: %v, want a conflict", err)
+	}
+	if _, err := l.Payout(ctx, late.ID); node3.ErrorCode(err) != node3.CodeNotFound {
+		t.Fatalf("late completion booked a payout: %v", err)
+	}
+	named := wallet(99)
+	mustTransition(t, l, late.ID, Event{Kind: EvAccept, AgentID: a.ID, Now: t0.Add(3 * time.Minute), Lease: time.Minute, Wallet: named})
+	mustTransition(t, l, late.ID, Event{Kind: EvComplete, AgentID: a.ID, Now: t0.Add(3 * time.Minute), Attempt: 2})
+	if p, err := l.Payout(ctx, late.ID); err != nil || p.Amount != 7 || p.Wallet != named {
+		t.Fatalf("second attempt's payout %+v, %v; want 7 lamports to %s", p, err, named)
 	}
 	bad := mustCreate(t, l, noopSpec(9), t0)
 	mustTransition(t, l, bad.ID, Event{Kind: EvAccept, AgentID: a.ID, Now: t0, Lease: time.Minute})

@@ -29,6 +29,35 @@ type Event struct {
 	Result    *node3.JobResult // complete, fail (optional for fail)
 	Reason    string           // fail, cancel
 	Retryable bool             // fail: put the job back if attempts remain
+	// Attempt is the attempt a heartbeat or report is for (the job's
+	// Attempt when it was accepted); 0 means the current one, for callers
+	// that do not say.
+	Attempt int
+	// Wallet (accept) is where this attempt's reward goes; empty: the
+	// provider's registered wallet. The caller validates it.
+	Wallet string
+	// Backoff (a retryable fail) keeps the failing provider from taking
+	// the job again for this long, so others get it first and no provider
+	// can spend every attempt; 0 bars nobody.
+	Backoff time.Duration
+}
+
+// LeaseGrace is how far past a job's timeout its lease may run: room for
+// setup before the job starts and for its last report. No heartbeat
+// extends a lease beyond AcceptedAt + timeout + LeaseGrace, so a provider
+// that keeps heartbeating a job that never ends loses it.
+const LeaseGrace = 2 * time.Minute
+
+// leaseCap is the latest a job's current lease may run to.
+func leaseCap(j node3.Job) time.Time {
+	return j.AcceptedAt.Add(time.Duration(j.TimeoutSecs)*time.Second + LeaseGrace)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // Apply is the job state machine. It returns the job after ev and whether
@@ -39,8 +68,11 @@ type Event struct {
 // call is safe to retry. An event the job's state does not allow, or one
 // from a provider that does not hold the job, is a CodeConflict error.
 //
-// A heartbeat on a lease that has lapsed but not yet been swept renews it:
-// the holder is evidently alive, and nobody else can have the job yet.
+// A lease is the whole of a provider's claim on a job: a heartbeat or a
+// report counts only while the lease runs and only for the attempt it was
+// granted for. Once the lease lapses — swept or not — the holder's
+// heartbeat and its result are refused, and the job's next attempt starts
+// with no result of the one before.
 func Apply(j node3.Job, ev Event) (node3.Job, bool, error) {
 	switch ev.Kind {
 	case EvAccept:
@@ -83,29 +115,53 @@ func accept(j node3.Job, ev Event) (node3.Job, bool, error) {
 	case j.Attempt >= j.MaxAttempts:
 		return j, false, node3.Errorf(node3.CodeConflict, "job %s has used all %d attempts", j.ID, j.MaxAttempts)
 	}
+	if until := j.BarredUntil(ev.AgentID, ev.Now); !until.IsZero() {
+		return j, false, node3.Errorf(node3.CodeConflict, "job %s failed on this provider; others may take it until %s", j.ID, until.UTC().Format(time.RFC3339))
+	}
 	j.Status = node3.StatusAccepted
 	j.Attempt++
 	j.AgentID = ev.AgentID
+	j.Wallet = ev.Wallet
 	j.AcceptedAt = ev.Now
-	j.StartedAt = time.Time{}
-	j.LeaseExpiresAt = ev.Now.Add(ev.Lease)
+	j.StartedAt, j.FinishedAt = time.Time{}, time.Time{}
+	j.LeaseExpiresAt = earliest(ev.Now.Add(ev.Lease), leaseCap(j))
+	j.Result = nil
 	j.Error = ""
 	j.UpdatedAt = ev.Now
 	return j, true, nil
 }
 
-func heartbeat(j node3.Job, ev Event) (node3.Job, bool, error) {
-	if !j.Status.Leased() {
-		return j, false, conflict(j, ev)
+// holds checks that ev comes from the job's holder, for its current
+// attempt, while its lease runs.
+func holds(j node3.Job, ev Event) error {
+	switch {
+	case !j.Status.Leased():
+		return conflict(j, ev)
+	case j.AgentID != ev.AgentID:
+		return notHolder(j, ev)
+	case !sameAttempt(j, ev):
+		return staleAttempt(j, ev)
+	case !ev.Now.Before(j.LeaseExpiresAt):
+		return node3.Errorf(node3.CodeConflict, "job %s: the lease lapsed at %s: cannot %s", j.ID, j.LeaseExpiresAt.UTC().Format(time.RFC3339Nano), ev.Kind)
 	}
-	if j.AgentID != ev.AgentID {
-		return j, false, notHolder(j, ev)
+	return nil
+}
+
+func sameAttempt(j node3.Job, ev Event) bool { return ev.Attempt == 0 || ev.Attempt == j.Attempt }
+
+func staleAttempt(j node3.Job, ev Event) error {
+	return node3.Errorf(node3.CodeConflict, "job %s is on attempt %d: cannot %s for attempt %d", j.ID, j.Attempt, ev.Kind, ev.Attempt)
+}
+
+func heartbeat(j node3.Job, ev Event) (node3.Job, bool, error) {
+	if err := holds(j, ev); err != nil {
+		return j, false, err
 	}
 	if j.Status == node3.StatusAccepted {
 		j.Status = node3.StatusRunning
 		j.StartedAt = ev.Now
 	}
-	if exp := ev.Now.Add(ev.Lease); exp.After(j.LeaseExpiresAt) {
+	if exp := earliest(ev.Now.Add(ev.Lease), leaseCap(j)); exp.After(j.LeaseExpiresAt) {
 		j.LeaseExpiresAt = exp
 	}
 	j.UpdatedAt = ev.Now
@@ -113,17 +169,14 @@ func heartbeat(j node3.Job, ev Event) (node3.Job, bool, error) {
 }
 
 func complete(j node3.Job, ev Event) (node3.Job, bool, error) {
-	switch {
-	case j.Status == node3.StatusCompleted && j.AgentID == ev.AgentID:
+	if j.Status == node3.StatusCompleted && j.AgentID == ev.AgentID && ev.AgentID != "" {
+		if !sameAttempt(j, ev) {
+			return j, false, staleAttempt(j, ev)
+		}
 		return j, false, nil
-	case j.Status.Leased() && j.AgentID == ev.AgentID:
-	case j.Status == node3.StatusAvailable && j.AgentID == ev.AgentID && j.AgentID != "":
-		// The lease lapsed while the holder was cut off, and nobody has taken
-		// the job since: the work is done, so take the late report.
-	case j.Status.Leased() || (j.Status == node3.StatusAvailable && j.AgentID != ""):
-		return j, false, notHolder(j, ev)
-	default:
-		return j, false, conflict(j, ev)
+	}
+	if err := holds(j, ev); err != nil {
+		return j, false, err
 	}
 	if j.StartedAt.IsZero() {
 		j.StartedAt = j.AcceptedAt
@@ -141,20 +194,15 @@ func complete(j node3.Job, ev Event) (node3.Job, bool, error) {
 }
 
 func fail(j node3.Job, ev Event) (node3.Job, bool, error) {
+	repeat := j.AgentID == ev.AgentID && ev.AgentID != "" && sameAttempt(j, ev)
 	switch {
-	case j.Status == node3.StatusFailed && j.AgentID == ev.AgentID:
+	case j.Status == node3.StatusFailed && repeat:
 		return j, false, nil
-	case j.Status == node3.StatusAvailable && j.AgentID == ev.AgentID && j.Error != "" && ev.Retryable:
+	case j.Status == node3.StatusAvailable && repeat && j.Error != "" && ev.Retryable:
 		return j, false, nil // a repeated retryable failure that already requeued the job
-	case j.Status.Leased() && j.AgentID == ev.AgentID:
-	case j.Status.Leased():
-		return j, false, notHolder(j, ev)
-	default:
-		return j, false, conflict(j, ev)
 	}
-	if ev.Result != nil {
-		r := *ev.Result
-		j.Result = &r
+	if err := holds(j, ev); err != nil {
+		return j, false, err
 	}
 	reason := ev.Reason
 	if reason == "" {
@@ -164,12 +212,35 @@ func fail(j node3.Job, ev Event) (node3.Job, bool, error) {
 	j.LeaseExpiresAt = time.Time{}
 	j.UpdatedAt = ev.Now
 	if ev.Retryable && j.Attempt < j.MaxAttempts && ev.Now.Before(j.ExpiresAt) {
+		// Back on the board: the next attempt starts clean, and this
+		// provider waits its turn.
 		j.Status = node3.StatusAvailable
+		j.Result = nil
+		j.Barred = bar(j.Barred, ev.AgentID, ev.Now, ev.Backoff)
 		return j, true, nil
+	}
+	if ev.Result != nil {
+		r := *ev.Result
+		j.Result = &r
 	}
 	j.Status = node3.StatusFailed
 	j.FinishedAt = ev.Now
 	return j, true, nil
+}
+
+// bar returns bars without those ended by now, plus agent's until now+d.
+// There is at most one bar per agent, and at most one per attempt.
+func bar(bars []node3.Bar, agent string, now time.Time, d time.Duration) []node3.Bar {
+	var out []node3.Bar
+	for _, b := range bars {
+		if now.Before(b.Until) && b.AgentID != agent {
+			out = append(out, b)
+		}
+	}
+	if d > 0 {
+		out = append(out, node3.Bar{AgentID: agent, Until: now.Add(d)})
+	}
+	return out
 }
 
 func leaseExpire(j node3.Job, ev Event) (node3.Job, bool, error) {
@@ -185,6 +256,7 @@ func leaseExpire(j node3.Job, ev Event) (node3.Job, bool, error) {
 		return j, true, nil
 	}
 	j.Status = node3.StatusAvailable
+	j.Result = nil
 	j.Error = "lease lost; requeued"
 	return j, true, nil
 }

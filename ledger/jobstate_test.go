@@ -124,11 +124,12 @@ var transitionTable = []struct {
 	{"available", "expire/early", noop, noop},
 
 	// Requeued after a lapsed lease, not retaken: the last holder's late
-	// completion is taken, its repeated retryable failure is a no-op.
+	// completion is refused (its lease is gone), its repeated retryable
+	// failure is a no-op.
 	{"available/requeued", "accept", to(node3.StatusAccepted), to(node3.StatusAccepted)},
 	{"available/requeued", "accept/past-expiry", conf, conf},
 	{"available/requeued", "heartbeat", conf, conf},
-	{"available/requeued", "complete", to(node3.StatusCompleted), conf},
+	{"available/requeued", "complete", conf, conf},
 	{"available/requeued", "fail", conf, conf},
 	{"available/requeued", "fail/retryable", noop, conf},
 	{"available/requeued", "lease_expire/lapsed", noop, noop},
@@ -450,15 +451,121 @@ func TestApplyLeaseExpiry(t *testing.T) {
 	step(t, j, Event{Kind: EvComplete, AgentID: other, Now: now}, conf)
 }
 
-func TestApplyLateCompletion(t *testing.T) {
+// TestApplyLateReport: a result counts only while its lease runs. Once it
+// lapses, swept or not, the holder's report and heartbeat are refused, so
+// no payout is booked for work the lease no longer covered.
+func TestApplyLateReport(t *testing.T) {
 	j := step(t, fixture("available"), acceptEv(holder, t0), to(node3.StatusAccepted))
+	lapsed := j.LeaseExpiresAt
+	// Lapsed, not yet swept.
+	step(t, j, Event{Kind: EvComplete, AgentID: holder, Now: lapsed, Result: result}, conf)
+	step(t, j, Event{Kind: EvHeartbeat, AgentID: holder, Now: lapsed, Lease: time.Minute}, conf)
+	step(t, j, Event{Kind: EvFail, AgentID: holder, Now: lapsed, Reason: "boom"}, conf)
+	step(t, j, Event{Kind: EvComplete, AgentID: holder, Now: lapsed.Add(-time.Nanosecond), Result: result}, to(node3.StatusCompleted))
+	// Swept.
 	j = step(t, j, Event{Kind: EvLeaseExpire, Now: tLapsed}, to(node3.StatusAvailable))
 	step(t, j, Event{Kind: EvComplete, AgentID: other, Now: tLapsed, Result: result}, conf)
-	j = step(t, j, Event{Kind: EvComplete, AgentID: holder, Now: tLapsed, Result: result}, to(node3.StatusCompleted))
-	if j.AgentID != holder || j.Attempt != 1 || !j.StartedAt.Equal(j.AcceptedAt) || j.Error != "" || j.Result == nil {
-		t.Fatalf("late completion: %+v", j)
+	step(t, j, Event{Kind: EvComplete, AgentID: holder, Now: tLapsed, Result: result}, conf)
+}
+
+// TestApplyAttempts: a heartbeat or report names the attempt it is for; one
+// for an earlier attempt is refused even from the same provider, and a new
+// attempt starts with nothing of the last one.
+func TestApplyAttempts(t *testing.T) {
+	j := step(t, fixture("available"), acceptEv(holder, t0), to(node3.StatusAccepted))
+	j = step(t, j, Event{Kind: EvLeaseExpire, Now: j.LeaseExpiresAt}, to(node3.StatusAvailable))
+	now := j.UpdatedAt.Add(time.Second)
+	j = step(t, j, acceptEv(holder, now), to(node3.StatusAccepted))
+	if j.Attempt != 2 {
+		t.Fatalf("attempt %d, want 2", j.Attempt)
 	}
-	step(t, j, Event{Kind: EvComplete, AgentID: holder, Now: tLate}, noop)
+	for _, ev := range []Event{
+		{Kind: EvHeartbeat, AgentID: holder, Now: now, Lease: time.Minute, Attempt: 1},
+		{Kind: EvComplete, AgentID: holder, Now: now, Result: result, Attempt: 1},
+		{Kind: EvFail, AgentID: holder, Now: now, Reason: "x", Attempt: 1},
+		{Kind: EvFail, AgentID: holder, Now: now, Reason: "x", Retryable: true, Attempt: 3},
+	} {
+		_, _, err := Apply(j, ev)
+		wantCode(t, string(ev.Kind)+" for a stale attempt", err, node3.CodeConflict)
+	}
+	j = step(t, j, Event{Kind: EvHeartbeat, AgentID: holder, Now: now, Lease: time.Minute, Attempt: 2}, to(node3.StatusRunning))
+	j = step(t, j, Event{Kind: EvComplete, AgentID: holder, Now: now, Result: result, Attempt: 2}, to(node3.StatusCompleted))
+	step(t, j, Event{Kind: EvComplete, AgentID: holder, Now: now, Result: result, Attempt: 2}, noop)
+	step(t, j, Event{Kind: EvComplete, AgentID: holder, Now: now, Result: result}, noop)
+	step(t, j, Event{Kind: EvComplete, AgentID: holder, Now: now, Result: result, Attempt: 1}, conf)
+
+	// A retryable failure with a result: requeued without it, so the next
+	// taker does not see the last attempt's output.
+	j = step(t, fixture("running"), Event{Kind: EvFail, AgentID: holder, Now: tNow, Reason: "flaky", Retryable: true, Result: &node3.JobResult{Output: "partial"}}, to(node3.StatusAvailable))
+	if j.Result != nil {
+		t.Fatalf("requeued with the failed attempt's result: %+v", j.Result)
+	}
+	f := fixture("completed")
+	f.Status, f.Attempt, f.AgentID = node3.StatusAvailable, 1, holder // as if requeued with leftovers
+	f.Error = "lease lost; requeued"
+	j = step(t, f, Event{Kind: EvAccept, AgentID: other, Now: tNow, Lease: time.Minute, Wallet: "W2"}, to(node3.StatusAccepted))
+	if j.Result != nil || !j.FinishedAt.IsZero() || j.Error != "" || j.Wallet != "W2" || !j.StartedAt.IsZero() {
+		t.Fatalf("a new attempt kept the last one's state: %+v", j)
+	}
+}
+
+// TestApplyLeaseCap: heartbeats extend a lease up to the job's timeout
+// plus LeaseGrace after its accept, never further.
+func TestApplyLeaseCap(t *testing.T) {
+	j := fixture("available")
+	j.TimeoutSecs = 60
+	limit := t0.Add(60*time.Second + LeaseGrace)
+	j = step(t, j, Event{Kind: EvAccept, AgentID: holder, Now: t0, Lease: 24 * time.Hour}, to(node3.StatusAccepted))
+	if !j.LeaseExpiresAt.Equal(limit) {
+		t.Fatalf("a long accept lease runs to %v, want the cap %v", j.LeaseExpiresAt, limit)
+	}
+	j = fixture("available")
+	j.TimeoutSecs = 60
+	j = step(t, j, acceptEv(holder, t0), to(node3.StatusAccepted))
+	now := t0
+	for now.Before(limit.Add(-30 * time.Second)) {
+		now = now.Add(20 * time.Second)
+		j = step(t, j, Event{Kind: EvHeartbeat, AgentID: holder, Now: now, Lease: 30 * time.Second}, to(node3.StatusRunning))
+		if j.LeaseExpiresAt.After(limit) {
+			t.Fatalf("heartbeat at %v ran the lease to %v, past the cap %v", now, j.LeaseExpiresAt, limit)
+		}
+	}
+	if !j.LeaseExpiresAt.Equal(limit) {
+		t.Fatalf("lease %v, want it to have reached the cap %v", j.LeaseExpiresAt, limit)
+	}
+	step(t, j, Event{Kind: EvHeartbeat, AgentID: holder, Now: limit, Lease: 30 * time.Second}, conf)
+	j = step(t, j, Event{Kind: EvLeaseExpire, Now: limit}, to(node3.StatusAvailable))
+}
+
+// TestApplyBar: a provider whose retryable failure requeued a job cannot
+// retake it until its bar ends; others can at once.
+func TestApplyBar(t *testing.T) {
+	j := fixture("available")
+	j.MaxAttempts = 5
+	j = step(t, j, acceptEv(holder, tNow), to(node3.StatusAccepted))
+	j = step(t, j, Event{Kind: EvFail, AgentID: holder, Now: tNow, Reason: "flaky", Retryable: true, Backoff: time.Minute}, to(node3.StatusAvailable))
+	if got := j.BarredUntil(holder, tNow); !got.Equal(tNow.Add(time.Minute)) {
+		t.Fatalf("bar until %v", got)
+	}
+	step(t, j, acceptEv(holder, tNow.Add(59*time.Second)), conf)
+	step(t, j, acceptEv(holder, tNow.Add(time.Minute)), to(node3.StatusAccepted))
+	j = step(t, j, acceptEv(other, tNow.Add(time.Second)), to(node3.StatusAccepted))
+	// other fails too: both barred, one bar each.
+	now := tNow.Add(2 * time.Second)
+	j = step(t, j, Event{Kind: EvFail, AgentID: other, Now: now, Reason: "flaky", Retryable: true, Backoff: time.Minute}, to(node3.StatusAvailable))
+	if len(j.Barred) != 2 {
+		t.Fatalf("bars %+v, want two", j.Barred)
+	}
+	// Ended bars are dropped when the next one is added.
+	later := tNow.Add(2 * time.Minute)
+	j = step(t, j, acceptEv(holder, later), to(node3.StatusAccepted))
+	j = step(t, j, Event{Kind: EvFail, AgentID: holder, Now: later, Reason: "flaky", Retryable: true, Backoff: time.Minute}, to(node3.StatusAvailable))
+	if len(j.Barred) != 1 || j.Barred[0].AgentID != holder {
+		t.Fatalf("bars %+v, want only the new one", j.Barred)
+	}
+	// Backoff 0 bars nobody.
+	j = step(t, fixture("running"), Event{Kind: EvFail, AgentID: holder, Now: tNow, Retryable: true}, to(node3.StatusAvailable))
+	step(t, j, acceptEv(holder, tNow), to(node3.StatusAccepted))
 }
 
 func TestApplyRetryableFailure(t *testing.T) {
@@ -474,7 +581,9 @@ func TestApplyRetryableFailure(t *testing.T) {
 	}
 
 	// Past ExpiresAt nobody could retake it: failed, not requeued.
-	j = step(t, fixture("running"), Event{Kind: EvFail, AgentID: holder, Now: tExpires, Retryable: true}, to(node3.StatusFailed))
+	j = fixture("running")
+	j.LeaseExpiresAt = tLate
+	j = step(t, j, Event{Kind: EvFail, AgentID: holder, Now: tExpires, Retryable: true}, to(node3.StatusFailed))
 	if j.Error != "failed" {
 		t.Fatalf("a failure without a reason: error %q", j.Error)
 	}

@@ -2,11 +2,13 @@ package ledger
 
 import (
 	"context"
+	"crypto/sha256"
 	"os"
 	"testing"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/mr-tron/base58"
 	"go.uber.org/goleak"
 
 	"github.com/node3/node3"
@@ -129,11 +131,8 @@ func mustJob(t testing.TB, l *Ledger, id string) node3.Job {
 
 // wallet returns a valid base58 address of 44 characters that differs by n.
 func wallet(n int) string {
-	const digits = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-	w := []byte("So11111111111111111111111111111111111111112")
-	w = append(w, digits[n%len(digits)])
-	w[10] = digits[(n/len(digits))%len(digits)]
-	return string(w)
+	k := sha256.Sum256([]byte{byte(n), byte(n >> 8), byte(n >> 16)})
+	return base58.Encode(k[:])
 }
 
 func mustRegister(t testing.TB, l *Ledger, n int) (node3.Agent, string) {

@@ -94,6 +94,27 @@ func (b *board) take(agent string, limit int, now time.Time, ttl time.Duration, 
 	return out
 }
 
+// release withdraws the offers made to agent at least reofferAfter ago:
+// an agent that asks again did not take them.
+func (b *board) release(agent string, now time.Time) {
+	for id, o := range b.offers {
+		if o.agent == agent && now.Sub(o.at) >= reofferAfter {
+			delete(b.offers, id)
+		}
+	}
+}
+
+// offeredTo counts the live offers to agent.
+func (b *board) offeredTo(agent string, now time.Time) int {
+	n := 0
+	for _, o := range b.offers {
+		if o.agent == agent && now.Before(o.until) {
+			n++
+		}
+	}
+	return n
+}
+
 // expireOffers forgets offers that have run out.
 func (b *board) expireOffers(now time.Time) {
 	for id, o := range b.offers {

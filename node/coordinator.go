@@ -25,6 +25,9 @@ type CoordinatorConfig struct {
 	SweepInterval time.Duration // how often lapsed leases and stale jobs are swept (default 1 s)
 	OnlineWindow  time.Duration // an agent seen within this is online (default 60 s)
 	OfferTTL      time.Duration // how long a job shown to one agent is held back from others (default 2 s)
+	// RetryBackoff is how long a provider whose retryable failure put a
+	// job back is kept from retaking it (default 30 s; negative: not at all).
+	RetryBackoff time.Duration
 }
 
 // Coordinator is the marketplace: it implements the REST API's
@@ -39,6 +42,8 @@ type Coordinator struct {
 	changed  chan struct{}        // closed and replaced when jobs become available
 	board    *board               // the available jobs and who they were offered to
 	lastSeen map[string]time.Time // agent id → last call
+	leases   map[string]string    // leased job id → its holder
+	holding  map[string]int       // agent id → jobs it holds under a lease
 
 	metrics coordMetrics
 }
@@ -70,6 +75,12 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	if cfg.OfferTTL <= 0 {
 		cfg.OfferTTL = 2 * time.Second
 	}
+	switch {
+	case cfg.RetryBackoff == 0:
+		cfg.RetryBackoff = 30 * time.Second
+	case cfg.RetryBackoff < 0:
+		cfg.RetryBackoff = 0
+	}
 	c := &Coordinator{
 		cfg:      cfg,
 		led:      cfg.Ledger,
@@ -77,6 +88,8 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 		changed:  make(chan struct{}),
 		board:    newBoard(),
 		lastSeen: make(map[string]time.Time),
+		leases:   make(map[string]string),
+		holding:  make(map[string]int),
 		metrics: coordMetrics{
 			transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "node3_coordinator_job_transitions_total",
@@ -96,12 +109,41 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	if err != nil {
 		return nil, fmt.Errorf("loading the open board: %w", err)
 	}
+	var held []node3.Job
+	for _, s := range []node3.JobStatus{node3.StatusAccepted, node3.StatusRunning} {
+		js, err := c.led.Jobs(ctx, ledger.JobFilter{Status: s, Limit: math.MaxInt})
+		if err != nil {
+			return nil, fmt.Errorf("loading leased jobs: %w", err)
+		}
+		held = append(held, js...)
+	}
 	c.mu.Lock()
 	for _, j := range open {
 		c.board.update(j)
 	}
+	for _, j := range held {
+		c.trackLease(j)
+	}
 	c.mu.Unlock()
 	return c, nil
+}
+
+// trackLease keeps leases and holding in step with one job change.
+// Called with mu held.
+func (c *Coordinator) trackLease(j node3.Job) {
+	if prev, ok := c.leases[j.ID]; ok {
+		if j.Status.Leased() && prev == j.AgentID {
+			return
+		}
+		delete(c.leases, j.ID)
+		if c.holding[prev]--; c.holding[prev] <= 0 {
+			delete(c.holding, prev)
+		}
+	}
+	if j.Status.Leased() {
+		c.leases[j.ID] = j.AgentID
+		c.holding[j.AgentID]++
+	}
 }
 
 // observe follows every committed job change, in commit order.
@@ -109,6 +151,7 @@ func (c *Coordinator) observe(j node3.Job) {
 	c.metrics.transitions.WithLabelValues(string(j.Status)).Inc()
 	c.mu.Lock()
 	c.board.update(j)
+	c.trackLease(j)
 	if j.Status == node3.StatusAvailable {
 		close(c.changed) // wake every long-poll
 		c.changed = make(chan struct{})
@@ -162,12 +205,7 @@ func (c *Coordinator) touch(agentID string) {
 // by the seed's fields (gpu_model, gpu_vendor, gpu_memory) is taken to have
 // one such GPU.
 func (c *Coordinator) RegisterAgent(ctx context.Context, a node3.Agent) (node3.Agent, string, error) {
-	if len(a.GPUs) == 0 && strings.TrimSpace(a.GPUModel) != "" {
-		a.GPUs = []node3.GPU{{Vendor: a.GPUVendor, Model: a.GPUModel, MemoryBytes: a.GPUMemory}}
-	}
-	if len(a.GPUs) > 0 && a.GPUModel == "" {
-		a.GPUModel, a.GPUVendor, a.GPUMemory = a.GPUs[0].Model, a.GPUs[0].Vendor, a.GPUs[0].MemoryBytes
-	}
+	seedGPUs(&a)
 	out, key, err := c.led.RegisterAgent(ctx, a, c.cfg.Now())
 	if err != nil {
 		return out, "", err
@@ -175,6 +213,27 @@ func (c *Coordinator) RegisterAgent(ctx context.Context, a node3.Agent) (node3.A
 	c.touch(out.ID)
 	c.log.Info("agent registered", "agent", out.ID, "wallet", out.WalletAddress, "gpus", len(out.GPUs))
 	return out, key, nil
+}
+
+// seedGPUs reconciles the seed's one-GPU fields (gpu_model, gpu_vendor,
+// gpu_memory) with the GPU list: an agent that names its GPU only by
+// those is taken to have one such GPU, and the list's first GPU fills
+// them in when they are missing.
+func seedGPUs(a *node3.Agent) {
+	if len(a.GPUs) == 0 && strings.TrimSpace(a.GPUModel) != "" {
+		a.GPUs = []node3.GPU{{Vendor: a.GPUVendor, Model: a.GPUModel, MemoryBytes: a.GPUMemory}}
+	}
+	if len(a.GPUs) > 0 && a.GPUModel == "" {
+		a.GPUModel, a.GPUVendor, a.GPUMemory = a.GPUs[0].Model, a.GPUs[0].Vendor, a.GPUs[0].MemoryBytes
+	}
+}
+
+// SetAgentGPUs takes the GPUs an agent reports with a poll as its current
+// capabilities (in the registration's fields) and returns the agent as it
+// now stands.
+func (c *Coordinator) SetAgentGPUs(ctx context.Context, a node3.Agent, caps node3.Agent) (node3.Agent, error) {
+	seedGPUs(&caps)
+	return c.led.SetAgentGPUs(ctx, a, caps.GPUs, caps.GPUModel, caps.GPUVendor, caps.GPUMemory)
 }
 
 // AgentByKey authenticates an agent.
@@ -236,20 +295,36 @@ func (c *Coordinator) withdraw(agentID string, jobs []node3.Job) {
 }
 
 // offer hands out up to limit jobs that fit the agent's free capacity and
-// are not on offer to anyone else.
+// are not on offer to anyone else. An agent holds at most its declared
+// capacity in offers and leases together: asking again releases what it
+// was offered before and did not take, and limit is cut to what is left.
+// Jobs the agent failed and is barred from go to others.
 func (c *Coordinator) offer(a node3.Agent, limit int, free *node3.Capacity) ([]node3.Job, error) {
 	now := c.cfg.Now()
-	fit := node3.NewFitter(a.GPUs, free, limit)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.board.release(a.ID, now)
+	limit = min(limit, a.Capacity()-c.holding[a.ID]-c.board.offeredTo(a.ID, now))
+	if limit <= 0 {
+		return nil, nil
+	}
+	fit := node3.NewFitter(a.GPUs, free, limit)
 	return c.board.take(a.ID, limit, now, c.cfg.OfferTTL, func(j node3.Job) bool {
-		return fit.Take(j.Requirements)
+		return j.BarredUntil(a.ID, now).IsZero() && fit.Take(j.Requirements)
 	}), nil
 }
 
 // Accept grants a job to an agent whose GPUs meet its requirements: the
-// first accept wins, every other gets CodeConflict.
-func (c *Coordinator) Accept(ctx context.Context, a node3.Agent, jobID string) (node3.Job, error) {
+// first accept wins, every other gets CodeConflict. wallet, when not
+// empty, is where this job's reward goes instead of the agent's
+// registered wallet (the seed's agents name it as they accept). An HTTP
+// agent already holding its declared capacity in leases is refused.
+func (c *Coordinator) Accept(ctx context.Context, a node3.Agent, jobID, wallet string) (node3.Job, error) {
+	if wallet != "" {
+		if err := node3.CheckWalletAddress("wallet_address", wallet); err != nil {
+			return node3.Job{}, err
+		}
+	}
 	j, err := c.led.Job(ctx, jobID)
 	if err != nil {
 		return j, err
@@ -257,7 +332,17 @@ func (c *Coordinator) Accept(ctx context.Context, a node3.Agent, jobID string) (
 	if !j.Requirements.MatchedBy(a.GPUs) {
 		return node3.Job{}, node3.Errorf(node3.CodeForbidden, "job %s needs GPUs this agent did not register", j.ID)
 	}
-	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvAccept, AgentID: a.ID, Lease: c.cfg.Lease})
+	if _, peer := isPeerAgent(a.ID); !peer && !(j.Status.Leased() && j.AgentID == a.ID) {
+		// libp2p providers announce their capacity on their own streams
+		// (the dispatch issue); HTTP agents declared theirs at registration.
+		c.mu.Lock()
+		held := c.holding[a.ID]
+		c.mu.Unlock()
+		if held >= a.Capacity() {
+			return node3.Job{}, node3.Errorf(node3.CodeConflict, "this agent holds %d jobs, its declared capacity: finish one first", held)
+		}
+	}
+	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvAccept, AgentID: a.ID, Lease: c.cfg.Lease, Wallet: wallet})
 }
 
 func (c *Coordinator) transition(ctx context.Context, jobID string, ev ledger.Event) (node3.Job, error) {
@@ -265,14 +350,17 @@ func (c *Coordinator) transition(ctx context.Context, jobID string, ev ledger.Ev
 	return c.led.Transition(ctx, jobID, ev)
 }
 
-// Heartbeat marks the job running and extends its lease.
-func (c *Coordinator) Heartbeat(ctx context.Context, agentID, jobID string) (node3.Job, error) {
-	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvHeartbeat, AgentID: agentID, Lease: c.cfg.Lease})
+// Heartbeat marks the job running and extends its lease. attempt is the
+// attempt the agent holds (0: whichever is current).
+func (c *Coordinator) Heartbeat(ctx context.Context, agentID, jobID string, attempt int) (node3.Job, error) {
+	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvHeartbeat, AgentID: agentID, Lease: c.cfg.Lease, Attempt: attempt})
 }
 
-// Complete books a job as completed, with its pending payout.
-func (c *Coordinator) Complete(ctx context.Context, agentID, jobID string, res node3.JobResult) (node3.Job, error) {
-	j, err := c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvComplete, AgentID: agentID, Result: &res})
+// Complete books a job as completed, with its pending payout. A report for
+// an attempt other than the current one, or after its lease lapsed, is a
+// CodeConflict and books nothing.
+func (c *Coordinator) Complete(ctx context.Context, agentID, jobID string, attempt int, res node3.JobResult) (node3.Job, error) {
+	j, err := c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvComplete, AgentID: agentID, Result: &res, Attempt: attempt})
 	if err == nil {
 		c.log.Debug("job completed", "job", jobID, "agent", agentID, "seconds", res.ExecutionTime)
 	}
@@ -280,8 +368,8 @@ func (c *Coordinator) Complete(ctx context.Context, agentID, jobID string, res n
 }
 
 // Fail books a failure; a retryable one requeues the job while attempts remain.
-func (c *Coordinator) Fail(ctx context.Context, agentID, jobID, reason string, retryable bool, res node3.JobResult) (node3.Job, error) {
-	j, err := c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvFail, AgentID: agentID, Reason: reason, Retryable: retryable, Result: &res})
+func (c *Coordinator) Fail(ctx context.Context, agentID, jobID string, attempt int, reason string, retryable bool, res node3.JobResult) (node3.Job, error) {
+	j, err := c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvFail, AgentID: agentID, Reason: reason, Retryable: retryable, Result: &res, Attempt: attempt, Backoff: c.cfg.RetryBackoff})
 	if err == nil {
 		c.log.Info("job failed", "job", jobID, "agent", agentID, "reason", reason, "now", j.Status)
 	}

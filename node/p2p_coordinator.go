@@ -201,14 +201,14 @@ func (cp *coordP2P) publish(ctx context.Context, sh *pubShard, j node3.Job) {
 	var p p2p.JobPosting
 	switch {
 	case j.Status == node3.StatusAvailable:
-		pub := redactJob(j)
-		p = p2p.JobPosting{Kind: p2p.PostingPosted, JobID: j.ID, Job: &pub, Status: j.Status, Reason: truncateText(j.Error, 1000)}
+		pub := j.Public()
+		p = p2p.JobPosting{Kind: p2p.PostingPosted, JobID: j.ID, Job: &pub, Status: j.Status}
 	case j.Status == node3.StatusRunning:
 		return
 	case seen && prev == j.Status:
 		return
 	default:
-		p = p2p.JobPosting{Kind: p2p.PostingStatus, JobID: j.ID, Status: j.Status, Reason: truncateText(j.Error, 1000)}
+		p = p2p.JobPosting{Kind: p2p.PostingStatus, JobID: j.ID, Status: j.Status} // error texts are not public (node3.Job.Public)
 		if id, ok := isPeerAgent(j.AgentID); ok && j.Status != node3.StatusExpired && j.Status != node3.StatusCancelled {
 			p.Provider = id
 		}
@@ -223,17 +223,6 @@ func (cp *coordP2P) publish(ctx context.Context, sh *pubShard, j node3.Job) {
 		return
 	}
 	cp.metrics.published.WithLabelValues(string(p.Kind)).Inc()
-}
-
-// redactJob is a job as the whole network may see it: environment values
-// and input/output URLs (which may carry credentials) go only to the
-// provider a claim is granted to.
-func redactJob(j node3.Job) node3.Job {
-	j.Env = nil
-	j.InputURL, j.InputSHA256, j.OutputURL = "", "", ""
-	j.Result = nil
-	j.Error = ""
-	return j
 }
 
 func truncateText(s string, n int) string {
@@ -376,7 +365,7 @@ func (cp *coordP2P) handleClaim(ctx context.Context, from peer.ID, req p2p.Claim
 			cp.metrics.claims.WithLabelValues("error").Inc()
 			return p2p.ClaimResponse{}, err
 		}
-		j, err = cp.c.Accept(ctx, agent, req.JobID)
+		j, err = cp.c.Accept(ctx, agent, req.JobID, "")
 		if isRefusal(err) {
 			return deny(node3.ErrorMessage(err))
 		}
@@ -396,7 +385,7 @@ func (cp *coordP2P) handleReport(ctx context.Context, from peer.ID, r p2p.Report
 	cp.c.touch(agentID)
 	switch r.Kind {
 	case p2p.ReportHeartbeat:
-		j, err := cp.c.Heartbeat(ctx, agentID, r.JobID)
+		j, err := cp.c.Heartbeat(ctx, agentID, r.JobID, r.Attempt)
 		if isRefusal(err) {
 			return p2p.ReportAck{Cancel: true, Reason: truncateText(node3.ErrorMessage(err), 1000)}, nil
 		}
@@ -405,7 +394,7 @@ func (cp *coordP2P) handleReport(ctx context.Context, from peer.ID, r p2p.Report
 		}
 		return p2p.ReportAck{LeaseExpiresAt: j.LeaseExpiresAt}, nil
 	case p2p.ReportCompleted:
-		j, err := cp.c.Complete(ctx, agentID, r.JobID, *r.Result)
+		j, err := cp.c.Complete(ctx, agentID, r.JobID, r.Attempt, *r.Result)
 		if err != nil {
 			return p2p.ReportAck{}, err
 		}
@@ -415,7 +404,7 @@ func (cp *coordP2P) handleReport(ctx context.Context, from peer.ID, r p2p.Report
 		if r.Result != nil {
 			res = *r.Result
 		}
-		j, err := cp.c.Fail(ctx, agentID, r.JobID, r.Reason, r.Retryable, res)
+		j, err := cp.c.Fail(ctx, agentID, r.JobID, r.Attempt, r.Reason, r.Retryable, res)
 		if err != nil {
 			return p2p.ReportAck{}, err
 		}
@@ -429,7 +418,7 @@ func (cp *coordP2P) handleSync(ctx context.Context, from peer.ID, req p2p.SyncRe
 	jobs := cp.c.openJobs(req.After, req.Limit+1, cp.now())
 	resp := p2p.SyncResponse{Postings: make([]p2p.JobPosting, 0, len(jobs))}
 	for _, j := range jobs {
-		pub := redactJob(j)
+		pub := j.Public()
 		resp.Postings = append(resp.Postings, p2p.JobPosting{Kind: p2p.PostingPosted, JobID: j.ID, Job: &pub, Status: node3.StatusAvailable})
 	}
 	return resp, nil // HandleSync cuts it to the limit and sets More

@@ -466,10 +466,10 @@ func (t *gossipTransport) report(ctx context.Context, r p2p.Report) (p2p.ReportA
 	return p2p.ReportAck{}, last
 }
 
-func (t *gossipTransport) Heartbeat(ctx context.Context, jobID string) error {
+func (t *gossipTransport) Heartbeat(ctx context.Context, jobID string, attempt int) error {
 	hctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
-	ack, err := t.report(hctx, p2p.Report{Kind: p2p.ReportHeartbeat, JobID: jobID})
+	ack, err := t.report(hctx, p2p.Report{Kind: p2p.ReportHeartbeat, JobID: jobID, Attempt: attempt})
 	if err != nil {
 		return err
 	}
@@ -479,16 +479,16 @@ func (t *gossipTransport) Heartbeat(ctx context.Context, jobID string) error {
 	return nil
 }
 
-func (t *gossipTransport) Complete(ctx context.Context, jobID string, res node3.JobResult) (Ack, error) {
-	ack, err := t.report(ctx, p2p.Report{Kind: p2p.ReportCompleted, JobID: jobID, Result: &res})
+func (t *gossipTransport) Complete(ctx context.Context, jobID string, attempt int, res node3.JobResult) (Ack, error) {
+	ack, err := t.report(ctx, p2p.Report{Kind: p2p.ReportCompleted, JobID: jobID, Attempt: attempt, Result: &res})
 	return t.final(jobID, ack, err, node3.StatusCompleted)
 }
 
-func (t *gossipTransport) Fail(ctx context.Context, jobID, reason string, retryable bool, res node3.JobResult) (Ack, error) {
+func (t *gossipTransport) Fail(ctx context.Context, jobID string, attempt int, reason string, retryable bool, res node3.JobResult) (Ack, error) {
 	if len(reason) > 1024 {
 		reason = reason[:1020] + "…"
 	}
-	ack, err := t.report(ctx, p2p.Report{Kind: p2p.ReportFailed, JobID: jobID, Result: &res, Reason: reason, Retryable: retryable})
+	ack, err := t.report(ctx, p2p.Report{Kind: p2p.ReportFailed, JobID: jobID, Attempt: attempt, Result: &res, Reason: reason, Retryable: retryable})
 	guess := node3.StatusFailed
 	if retryable {
 		guess = node3.StatusAvailable

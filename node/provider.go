@@ -314,7 +314,7 @@ func (p *Provider) runJob(ctx context.Context, offered node3.Job, idx []int) {
 	if p.aborted.Load() {
 		return
 	}
-	r := node3.Report{JobID: j.ID, Kind: node3.ReportCompleted, Result: res, At: p.cfg.Now()}
+	r := node3.Report{JobID: j.ID, Attempt: j.Attempt, Kind: node3.ReportCompleted, Result: res, At: p.cfg.Now()}
 	local := j
 	local.Result = &res
 	local.FinishedAt = r.At
@@ -367,7 +367,7 @@ func (p *Provider) heartbeat(ctx context.Context, j node3.Job, stop context.Canc
 			return
 		case <-t.C:
 		}
-		err := p.tr.Heartbeat(ctx, j.ID)
+		err := p.tr.Heartbeat(ctx, j.ID, j.Attempt)
 		switch c := node3.ErrorCode(err); {
 		case err == nil:
 			p.connected.Store(true)
@@ -405,9 +405,9 @@ func (p *Provider) deliver(ctx context.Context, r node3.Report) bool {
 		err error
 	)
 	if r.Kind == node3.ReportCompleted {
-		ack, err = p.tr.Complete(sendCtx, r.JobID, r.Result)
+		ack, err = p.tr.Complete(sendCtx, r.JobID, r.Attempt, r.Result)
 	} else {
-		ack, err = p.tr.Fail(sendCtx, r.JobID, truncateReason(r.Reason), r.Retryable, r.Result)
+		ack, err = p.tr.Fail(sendCtx, r.JobID, r.Attempt, truncateReason(r.Reason), r.Retryable, r.Result)
 	}
 	if p.aborted.Load() {
 		return false

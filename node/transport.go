@@ -36,11 +36,12 @@ type Transport interface {
 	// Accept claims an offered job; the job comes back as granted, with
 	// its lease.
 	Accept(ctx context.Context, jobID string) (node3.Job, error)
-	// Heartbeat marks the job running and extends its lease.
-	Heartbeat(ctx context.Context, jobID string) error
-	// Complete and Fail deliver a final report.
-	Complete(ctx context.Context, jobID string, res node3.JobResult) (Ack, error)
-	Fail(ctx context.Context, jobID, reason string, retryable bool, res node3.JobResult) (Ack, error)
+	// Heartbeat marks the job running and extends its lease. attempt is
+	// the job's Attempt as granted (0: unknown).
+	Heartbeat(ctx context.Context, jobID string, attempt int) error
+	// Complete and Fail deliver a final report for the attempt granted.
+	Complete(ctx context.Context, jobID string, attempt int, res node3.JobResult) (Ack, error)
+	Fail(ctx context.Context, jobID string, attempt int, reason string, retryable bool, res node3.JobResult) (Ack, error)
 }
 
 // Ack is the coordinator's answer to a final report: the job as it now
@@ -85,7 +86,7 @@ func (t *httpTransport) Register(ctx context.Context) error {
 }
 
 func (t *httpTransport) reregister(ctx context.Context) error {
-	req := httpapi.RegisterRequest{WalletAddress: t.cfg.Wallet, GPUs: t.cfg.GPUs, Version: t.cfg.Version}
+	req := httpapi.RegisterRequest{WalletAddress: t.cfg.Wallet, GPUs: t.cfg.GPUs, Slots: t.cfg.Slots, Version: t.cfg.Version}
 	if len(t.cfg.GPUs) > 0 {
 		g := t.cfg.GPUs[0]
 		req.GPUModel, req.GPUVendor, req.GPUMemory = g.Model, g.Vendor, g.MemoryBytes
@@ -184,21 +185,21 @@ func (t *httpTransport) Accept(ctx context.Context, jobID string) (node3.Job, er
 	return t.api().Accept(ctx, jobID)
 }
 
-func (t *httpTransport) Heartbeat(ctx context.Context, jobID string) error {
-	_, err := t.api().Heartbeat(ctx, jobID)
+func (t *httpTransport) Heartbeat(ctx context.Context, jobID string, attempt int) error {
+	_, err := t.api().Heartbeat(ctx, jobID, attempt)
 	return err
 }
 
-func (t *httpTransport) Complete(ctx context.Context, jobID string, res node3.JobResult) (Ack, error) {
-	j, err := t.api().Complete(ctx, jobID, res)
+func (t *httpTransport) Complete(ctx context.Context, jobID string, attempt int, res node3.JobResult) (Ack, error) {
+	j, err := t.api().Complete(ctx, jobID, httpapi.CompleteRequest{JobResult: res, Attempt: attempt})
 	if err != nil {
 		return Ack{}, err
 	}
 	return Ack{Job: &j, Status: j.Status}, nil
 }
 
-func (t *httpTransport) Fail(ctx context.Context, jobID, reason string, retryable bool, res node3.JobResult) (Ack, error) {
-	j, err := t.api().Fail(ctx, jobID, httpapi.FailRequest{Reason: reason, Retryable: retryable, JobResult: res})
+func (t *httpTransport) Fail(ctx context.Context, jobID string, attempt int, reason string, retryable bool, res node3.JobResult) (Ack, error) {
+	j, err := t.api().Fail(ctx, jobID, httpapi.FailRequest{Reason: reason, Retryable: retryable, JobResult: res, Attempt: attempt})
 	if err != nil {
 		return Ack{}, err
 	}

@@ -248,7 +248,7 @@ func (p *JobPosting) check() error {
 			return node3.Errorf(node3.CodeInvalid, "job status %q differs from status %q", truncate(string(p.Job.Status), 32), p.Status)
 		}
 		spec := p.Job.JobSpec // Normalize fills defaults: check a copy
-		if err := spec.Normalize(); err != nil {
+		if err := spec.NormalizePublic(); err != nil {
 			return err
 		}
 		if p.Job.Result != nil {

@@ -73,8 +73,9 @@ type Report struct {
 	Version int              `json:"v"`
 	Kind    ReportKind       `json:"kind"`
 	JobID   string           `json:"job_id"`
-	Result  *node3.JobResult `json:"result,omitempty"` // completed and failed
-	Reason  string           `json:"reason,omitempty"` // failed
+	Attempt int              `json:"attempt,omitempty"` // the attempt the grant was for (0: unknown)
+	Result  *node3.JobResult `json:"result,omitempty"`  // completed and failed
+	Reason  string           `json:"reason,omitempty"`  // failed
 	// Retryable asks, for a failure that was not the job's fault (the
 	// provider is shutting down), to put the job back while attempts remain.
 	Retryable bool      `json:"retryable,omitempty"`
@@ -196,6 +197,9 @@ func DecodeReport(data []byte) (Report, error) {
 func (r *Report) check() error {
 	if err := checkJobID(r.JobID); err != nil {
 		return err
+	}
+	if r.Attempt < 0 || r.Attempt > node3.MaxMaxAttempts {
+		return node3.Errorf(node3.CodeInvalid, "attempt must be between 0 and %d", node3.MaxMaxAttempts)
 	}
 	switch r.Kind {
 	case ReportHeartbeat:

@@ -118,13 +118,20 @@ func (e *env) register(wallet string) node3.Agent {
 // the ledger's public API, as the coordinator does; its payout is pending.
 func complete(t testing.TB, led *ledger.Ledger, agent node3.Agent, reward node3.Lamports) node3.Job {
 	t.Helper()
+	return completeTo(t, led, agent, reward, "")
+}
+
+// completeTo is complete with the reward sent to wallet, as named at the
+// accept (unchecked: the ledger trusts its caller to validate it).
+func completeTo(t testing.TB, led *ledger.Ledger, agent node3.Agent, reward node3.Lamports, wallet string) node3.Job {
+	t.Helper()
 	ctx := context.Background()
 	now := time.Now()
 	j, err := led.CreateJob(ctx, node3.JobSpec{Kind: node3.KindNoop, Reward: reward}, now)
 	if err != nil {
 		t.Fatalf("CreateJob: %v", err)
 	}
-	if _, err := led.Transition(ctx, j.ID, ledger.Event{Kind: ledger.EvAccept, AgentID: agent.ID, Now: now, Lease: time.Minute}); err != nil {
+	if _, err := led.Transition(ctx, j.ID, ledger.Event{Kind: ledger.EvAccept, AgentID: agent.ID, Now: now, Lease: time.Minute, Wallet: wallet}); err != nil {
 		t.Fatalf("accept: %v", err)
 	}
 	j, err = led.Transition(ctx, j.ID, ledger.Event{Kind: ledger.EvComplete, AgentID: agent.ID, Now: time.Now()})
