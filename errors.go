@@ -12,14 +12,15 @@ type Code string
 
 // Error codes.
 const (
-	CodeInvalid      Code = "invalid"      // the request is malformed or out of range
-	CodeNotFound     Code = "not_found"    // no such job, agent or record
-	CodeConflict     Code = "conflict"     // the state of the thing does not allow the call
-	CodeUnauthorized Code = "unauthorized" // no or unknown credentials
-	CodeForbidden    Code = "forbidden"    // known credentials, not allowed
-	CodeUnavailable  Code = "unavailable"  // shutting down, overloaded: try again
-	CodeTooLarge     Code = "too_large"    // a body or field over its limit
-	CodeInternal     Code = "internal"     // a bug or an I/O failure
+	CodeInvalid       Code = "invalid"       // the request is malformed or out of range
+	CodeNotFound      Code = "not_found"     // no such job, agent or record
+	CodeConflict      Code = "conflict"      // the state of the thing does not allow the call
+	CodeUnprocessable Code = "unprocessable" // well-formed, but contradicts an earlier request (an idempotency key reused for another)
+	CodeUnauthorized  Code = "unauthorized"  // no or unknown credentials
+	CodeForbidden     Code = "forbidden"     // known credentials, not allowed
+	CodeUnavailable   Code = "unavailable"   // shutting down, overloaded: try again
+	CodeTooLarge      Code = "too_large"     // a body or field over its limit
+	CodeInternal      Code = "internal"      // a bug or an I/O failure
 )
 
 // Error is an error with a Code and a message safe to show to a caller.

@@ -26,6 +26,7 @@ type badCase struct {
 	// docRejects: the document's request schema must refuse the body too,
 	// so that what the decoder refuses is written down.
 	docRejects bool
+	idemKey    string // an Idempotency-Key header, sent as is
 }
 
 func rep(s string, n int) string { return strings.Repeat(s, n) }
@@ -313,6 +314,14 @@ func badCases() []badCase {
 		create("ok: exactly 1,000,000 SOL", `{"job_type":"noop","reward":1000000}`, 201, false),
 		create("ok: zeros past 9 decimals", `{"job_type":"noop","reward":"0.0010000000"}`, 201, false),
 		create("ok: reward_lamports", `{"job_type":"noop","reward_lamports":1}`, 201, false),
+		{name: "create/idempotency key reused for another job", method: "POST", path: "/api/admin/jobs/create", auth: "admin", body: `{"job_type":"noop","reward":2}`, idemKey: `"fixture-key"`, status: 422},
+		{name: "create/idempotency key unterminated", method: "POST", path: "/api/admin/jobs/create", auth: "admin", body: `{"job_type":"noop","reward":1}`, idemKey: `"fixture-key`, status: 400},
+		{name: "create/idempotency key bad escape", method: "POST", path: "/api/admin/jobs/create", auth: "admin", body: `{"job_type":"noop","reward":1}`, idemKey: `"a\nb"`, status: 400},
+		{name: "create/idempotency key after its quote", method: "POST", path: "/api/admin/jobs/create", auth: "admin", body: `{"job_type":"noop","reward":1}`, idemKey: `"a"b`, status: 400},
+		{name: "create/idempotency key empty", method: "POST", path: "/api/admin/jobs/create", auth: "admin", body: `{"job_type":"noop","reward":1}`, idemKey: `""`, status: 400},
+		{name: "create/idempotency key too long", method: "POST", path: "/api/admin/jobs/create", auth: "admin", body: `{"job_type":"noop","reward":1}`, idemKey: rep("k", 256), status: 400},
+		{name: "create/idempotency key on a bad body", method: "POST", path: "/api/admin/jobs/create", auth: "admin", body: `{"job_type":"noop"}`, idemKey: "k-unused", status: 400, docRejects: true},
+		{name: "create/ok: idempotency key", method: "POST", path: "/api/admin/jobs/create", auth: "admin", body: `{"job_type":"noop","reward":1}`, idemKey: "k-fresh", status: 201},
 		create("ok: reward_lamports exponent", `{"job_type":"noop","reward_lamports":5e3}`, 201, false),
 		create("ok: reward_lamports as string", `{"job_type":"noop","reward_lamports":"1000"}`, 201, false),
 		// What Python's json.dumps writes for small floats.
@@ -453,6 +462,10 @@ func TestBadInputs(t *testing.T) {
 		}
 		return out
 	}
+	// The job the 422 row's key was first used for.
+	if _, err := admin.CreateJobOnce(ctx, "fixture-key", httpapi.CreateJobRequest{JobType: "noop", Reward: httpapi.SOL(1)}, 0); err != nil {
+		t.Fatal(err)
+	}
 	before := snapshot()
 
 	keys := map[string][2]string{
@@ -496,6 +509,9 @@ func TestBadInputs(t *testing.T) {
 				t.Fatalf("%s: unknown auth %q", c.name, c.auth)
 			}
 			req.Header.Set(kv[0], kv[1])
+		}
+		if c.idemKey != "" {
+			req.Header.Set("Idempotency-Key", c.idemKey)
 		}
 		resp, err := m.hc.Do(req) // the checker holds it to the document
 		if err != nil {
@@ -546,8 +562,8 @@ func TestBadInputs(t *testing.T) {
 		}
 	}
 	// Only the fixtures and the sanity rows created jobs.
-	if st, err := admin.Stats(ctx); err != nil || st.JobsTotal != 4+countCreated(badCases()) {
-		t.Errorf("jobs created: %d, want %d (%v)", st.JobsTotal, 4+countCreated(badCases()), err)
+	if st, err := admin.Stats(ctx); err != nil || st.JobsTotal != 5+countCreated(badCases()) {
+		t.Errorf("jobs created: %d, want %d (%v)", st.JobsTotal, 5+countCreated(badCases()), err)
 	}
 }
 

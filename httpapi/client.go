@@ -3,6 +3,8 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,6 +75,11 @@ const (
 )
 
 func (c *Client) do(ctx context.Context, method, path string, a auth, in, out any) error {
+	return c.doWith(ctx, method, path, a, nil, in, out)
+}
+
+// doWith is do with extra request headers.
+func (c *Client) doWith(ctx context.Context, method, path string, a auth, hdr http.Header, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -87,6 +94,9 @@ func (c *Client) do(ctx context.Context, method, path string, a auth, in, out an
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
 	}
 	switch a {
 	case agentAuth:
@@ -235,6 +245,39 @@ func (c *Client) MarketplaceJobs(ctx context.Context) ([]node3.Job, error) {
 // CreateJob submits a job (admin).
 func (c *Client) CreateJob(ctx context.Context, req CreateJobRequest) (node3.Job, error) {
 	return c.jobCall(ctx, "POST", "/api/admin/jobs/create", adminAuth, req)
+}
+
+// CreateJobOnce submits a job under an idempotency key (NewIdempotencyKey),
+// retrying what may not have reached the coordinator — a connection that
+// failed or dropped, a 5xx, a 429 — with the same key until ctx ends or
+// retries run out; so however the answers were lost, at most one job
+// exists. A refusal (4xx) is returned at once.
+func (c *Client) CreateJobOnce(ctx context.Context, key string, req CreateJobRequest, retries int) (node3.Job, error) {
+	hdr := http.Header{"Idempotency-Key": {strconv.Quote(key)}}
+	wait := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		var out JobResponse
+		err := c.doWith(ctx, "POST", "/api/admin/jobs/create", adminAuth, hdr, req, &out)
+		code := node3.ErrorCode(err)
+		if err == nil || attempt >= retries || ctx.Err() != nil || (code != node3.CodeUnavailable && code != node3.CodeInternal) {
+			return out.Job.Job, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return node3.Job{}, err
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// NewIdempotencyKey returns a fresh random key for CreateJobOnce.
+func NewIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Jobs lists jobs (admin); status "" lists all.

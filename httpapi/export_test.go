@@ -7,3 +7,6 @@ type APIDoc = apiDoc
 
 // MarketplaceDoc parses the embedded marketplace document.
 func MarketplaceDoc() (*APIDoc, error) { return parseDoc(marketplaceOpenAPI) }
+
+// IdempotencyKey reads the Idempotency-Key header.
+var IdempotencyKey = idempotencyKey

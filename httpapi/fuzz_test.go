@@ -63,7 +63,7 @@ func (m *fuzzMarket) post(t *testing.T, path, auth string, body []byte) *httptes
 func (m *fuzzMarket) heldJob(t testing.TB) string {
 	t.Helper()
 	ctx := t.Context()
-	j, err := m.coord.CreateJob(ctx, node3.JobSpec{Kind: node3.KindNoop, Reward: 1000})
+	j, _, err := m.coord.CreateJob(ctx, node3.JobSpec{Kind: node3.KindNoop, Reward: 1000}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func FuzzAvailable(f *testing.F) {
 	addSeeds(f, ``, `{}`, `{"limit":1}`, `{"limit":100,"wait_seconds":0.01}`, `{"wait_seconds":1e300}`, `{"limit":-1}`, `{"limit":"5"}`)
 	m := newFuzzMarket(f)
 	for range 3 { // something to find, so that polls return at once
-		if _, err := m.coord.CreateJob(f.Context(), node3.JobSpec{Kind: node3.KindNoop, Reward: 1}); err != nil {
+		if _, _, err := m.coord.CreateJob(f.Context(), node3.JobSpec{Kind: node3.KindNoop, Reward: 1}, ""); err != nil {
 			f.Fatal(err)
 		}
 	}

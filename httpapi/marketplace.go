@@ -33,7 +33,10 @@ type Marketplace interface {
 	Fail(ctx context.Context, agentID, jobID string, attempt int, reason string, retryable bool, res node3.JobResult) (node3.Job, error)
 	Agents(ctx context.Context) ([]node3.Agent, error)
 	Online(a node3.Agent) bool
-	CreateJob(ctx context.Context, spec node3.JobSpec) (node3.Job, error)
+	// CreateJob creates a job; with an idempotency key (the
+	// Idempotency-Key header), a repeat returns the first one's job with
+	// replayed true.
+	CreateJob(ctx context.Context, spec node3.JobSpec, idemKey string) (j node3.Job, replayed bool, err error)
 	Job(ctx context.Context, id string) (node3.Job, error)
 	Jobs(ctx context.Context, status node3.JobStatus, limit int) ([]node3.Job, error)
 	Cancel(ctx context.Context, id, reason string) (node3.Job, error)
@@ -376,10 +379,18 @@ func (m *MarketplaceAPI) createJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, m.log, r, err)
 		return
 	}
-	j, err := m.cfg.Market.CreateJob(r.Context(), spec)
+	key, err := idempotencyKey(r.Header)
 	if err != nil {
 		writeError(w, m.log, r, err)
 		return
+	}
+	j, replayed, err := m.cfg.Market.CreateJob(r.Context(), spec, key)
+	if err != nil {
+		writeError(w, m.log, r, err)
+		return
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	writeJSON(w, http.StatusCreated, JobResponse{Job: viewJob(j, m.cfg.Now())})
 }

@@ -24,6 +24,8 @@ func statusOf(code node3.Code) int {
 		return http.StatusNotFound
 	case node3.CodeConflict:
 		return http.StatusConflict
+	case node3.CodeUnprocessable:
+		return http.StatusUnprocessableEntity
 	case node3.CodeUnauthorized:
 		return http.StatusUnauthorized
 	case node3.CodeForbidden:
@@ -39,8 +41,10 @@ func statusOf(code node3.Code) int {
 // codeOf maps an HTTP status back to an error code (for the client).
 func codeOf(status int) node3.Code {
 	switch status {
-	case http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusMethodNotAllowed:
+	case http.StatusBadRequest, http.StatusMethodNotAllowed:
 		return node3.CodeInvalid
+	case http.StatusUnprocessableEntity:
+		return node3.CodeUnprocessable
 	case http.StatusNotFound:
 		return node3.CodeNotFound
 	case http.StatusConflict:
@@ -289,4 +293,49 @@ func bearer(r *http.Request) string {
 // notFound and methodNotAllowed keep every miss in JSON.
 func notFound(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no route for %s %s", r.Method, trunc(r.URL.Path, 100)), Code: string(node3.CodeNotFound)})
+}
+
+// idempotencyKey reads the Idempotency-Key header: a structured-field
+// string as the IETF draft has it ("…", with \" and \\ escapes) or, as many clients
+// send it, the bare key. Absent: "". More than one, or a malformed one, is
+// CodeInvalid.
+func idempotencyKey(h http.Header) (string, error) {
+	vs := h.Values("Idempotency-Key")
+	switch len(vs) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", node3.Errorf(node3.CodeInvalid, "give one Idempotency-Key header, not %d", len(vs))
+	}
+	v := strings.TrimSpace(vs[0])
+	if strings.HasPrefix(v, `"`) {
+		var b strings.Builder
+		closed := false
+		for i := 1; i < len(v); i++ {
+			c := v[i]
+			switch {
+			case closed:
+				return "", node3.Errorf(node3.CodeInvalid, "Idempotency-Key has text after its closing quote")
+			case c == '\\':
+				if i+1 == len(v) || (v[i+1] != '"' && v[i+1] != '\\') {
+					return "", node3.Errorf(node3.CodeInvalid, `Idempotency-Key: only \" and \\ may be escaped`)
+				}
+				i++
+				b.WriteByte(v[i])
+			case c == '"':
+				closed = true
+			default:
+				b.WriteByte(c)
+			}
+		}
+		if !closed {
+			return "", node3.Errorf(node3.CodeInvalid, "Idempotency-Key has no closing quote")
+		}
+		v = b.String()
+	}
+	if v == "" {
+		return "", node3.Errorf(node3.CodeInvalid, "Idempotency-Key is empty")
+	}
+	return v, nil // the ledger checks its length and characters
 }

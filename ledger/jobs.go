@@ -102,20 +102,28 @@ func (l *Ledger) CreateJob(ctx context.Context, spec node3.JobSpec, now time.Tim
 	if err := spec.Normalize(); err != nil {
 		return node3.Job{}, err
 	}
+	j, err := newJob(spec, now)
+	if err != nil {
+		return node3.Job{}, err
+	}
+	err = l.update(ctx, func(w *writer) error { return putJob(w, nil, j) })
+	return j, err
+}
+
+// newJob makes an available job of a normalized spec.
+func newJob(spec node3.JobSpec, now time.Time) (node3.Job, error) {
 	id, err := NewJobID()
 	if err != nil {
 		return node3.Job{}, err
 	}
-	j := node3.Job{
+	return node3.Job{
 		ID:        id,
 		JobSpec:   spec,
 		Status:    node3.StatusAvailable,
 		CreatedAt: now,
 		UpdatedAt: now,
 		ExpiresAt: now.Add(time.Duration(spec.TTLSecs) * time.Second),
-	}
-	err = l.update(ctx, func(w *writer) error { return putJob(w, nil, j) })
-	return j, err
+	}, nil
 }
 
 // Job returns the job with the given id.

@@ -189,6 +189,9 @@ func (c *Coordinator) sweep(ctx context.Context) {
 	for _, j := range expired {
 		c.log.Info("job expired untaken", "job", j.ID)
 	}
+	if _, err := c.led.ExpireIdempotencyKeys(ctx, now, 1000); err != nil && ctx.Err() == nil {
+		c.log.Error("expiring idempotency keys", "err", err)
+	}
 	c.mu.Lock()
 	c.board.expireOffers(now)
 	c.mu.Unlock()
@@ -384,9 +387,11 @@ func (c *Coordinator) Cancel(ctx context.Context, jobID, reason string) (node3.J
 	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvCancel, Reason: reason})
 }
 
-// CreateJob puts a new job on the board and wakes waiting agents.
-func (c *Coordinator) CreateJob(ctx context.Context, spec node3.JobSpec) (node3.Job, error) {
-	return c.led.CreateJob(ctx, spec, c.cfg.Now())
+// CreateJob puts a new job on the board and wakes waiting agents. With an
+// idempotency key, a repeat of the same request returns the job the first
+// one made (replayed), and another request under the key is refused.
+func (c *Coordinator) CreateJob(ctx context.Context, spec node3.JobSpec, idemKey string) (node3.Job, bool, error) {
+	return c.led.CreateJobOnce(ctx, spec, c.cfg.Now(), idemKey)
 }
 
 // Agents lists registered agents with their last-seen times.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -69,6 +70,7 @@ func newCreateJobCmd(a *adminFlags) *cobra.Command {
 		reward, minMem   string
 		env              []string
 		timeout, expires time.Duration
+		retryFor         time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "create-job [-- COMMAND ARGS…]",
@@ -83,13 +85,11 @@ natively, on providers that allow it; give it after --) and container.`,
 			if reward == "" {
 				return fmt.Errorf("--reward is required (SOL, e.g. 0.001)")
 			}
-			if strings.ContainsAny(reward, "eE") {
-				return fmt.Errorf("--reward %q: give a plain decimal such as 0.001", reward)
-			}
-			if _, err := node3.ParseSOL(reward); err != nil {
+			lamports, err := node3.ParseSOL(reward)
+			if err != nil {
 				return fmt.Errorf("--reward: %w", err)
 			}
-			req.Reward = json.RawMessage(strings.TrimSpace(reward))
+			req.Reward = httpapi.SOL(lamports)
 			if minMem != "" {
 				b, err := humanize.ParseBytes(minMem)
 				if err != nil {
@@ -114,7 +114,12 @@ natively, on providers that allow it; give it after --) and container.`,
 			if err != nil {
 				return err
 			}
-			j, err := c.CreateJob(cmd.Context(), req)
+			// One key per invocation: retries after a lost answer (the
+			// coordinator restarting, a dropped connection) cannot make a
+			// second job.
+			ctx, cancel := context.WithTimeout(cmd.Context(), retryFor)
+			defer cancel()
+			j, err := c.CreateJobOnce(ctx, httpapi.NewIdempotencyKey(), req, 20)
 			if err != nil {
 				return err
 			}
@@ -141,6 +146,7 @@ natively, on providers that allow it; give it after --) and container.`,
 	fs.StringVar(&req.Image, "image", "", "container image (container jobs)")
 	fs.StringArrayVar(&env, "env", nil, "KEY=VALUE for the job's environment (repeatable)")
 	fs.DurationVar(&timeout, "timeout", 0, "run time limit (default 10m)")
+	fs.DurationVar(&retryFor, "retry-for", 30*time.Second, "keep retrying a create whose answer was lost for this long (one idempotency key per invocation: never a second job)")
 	fs.IntVar(&req.MaxAttempts, "max-attempts", 0, "attempts before the job fails (default 3)")
 	fs.DurationVar(&expires, "expires-in", 0, "how long the job may wait to be taken (default 24h)")
 	fs.StringVar(&req.InputURL, "input-url", "", "input to download before the run")
