@@ -463,7 +463,7 @@ func TestBadInputs(t *testing.T) {
 		return out
 	}
 	// The job the 422 row's key was first used for.
-	if _, err := admin.CreateJobOnce(ctx, "fixture-key", httpapi.CreateJobRequest{JobType: "noop", Reward: httpapi.SOL(1)}, 0); err != nil {
+	if _, err := admin.CreateJobOnce(ctx, "fixture-key", httpapi.CreateJobRequest{JobType: "noop", Reward: httpapi.SOL(1)}, httpapi.Retry{}); err != nil {
 		t.Fatal(err)
 	}
 	before := snapshot()

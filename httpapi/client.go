@@ -247,20 +247,29 @@ func (c *Client) CreateJob(ctx context.Context, req CreateJobRequest) (node3.Job
 	return c.jobCall(ctx, "POST", "/api/admin/jobs/create", adminAuth, req)
 }
 
+// Retry says how CreateJobOnce retries.
+type Retry struct {
+	Attempts int                                 // retries after the first try
+	OnRetry  func(err error, wait time.Duration) // told before each wait (may be nil)
+}
+
 // CreateJobOnce submits a job under an idempotency key (NewIdempotencyKey),
 // retrying what may not have reached the coordinator — a connection that
 // failed or dropped, a 5xx, a 429 — with the same key until ctx ends or
-// retries run out; so however the answers were lost, at most one job
+// the retries run out; so however the answers were lost, at most one job
 // exists. A refusal (4xx) is returned at once.
-func (c *Client) CreateJobOnce(ctx context.Context, key string, req CreateJobRequest, retries int) (node3.Job, error) {
+func (c *Client) CreateJobOnce(ctx context.Context, key string, req CreateJobRequest, retry Retry) (node3.Job, error) {
 	hdr := http.Header{"Idempotency-Key": {strconv.Quote(key)}}
 	wait := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		var out JobResponse
 		err := c.doWith(ctx, "POST", "/api/admin/jobs/create", adminAuth, hdr, req, &out)
 		code := node3.ErrorCode(err)
-		if err == nil || attempt >= retries || ctx.Err() != nil || (code != node3.CodeUnavailable && code != node3.CodeInternal) {
+		if err == nil || attempt >= retry.Attempts || ctx.Err() != nil || (code != node3.CodeUnavailable && code != node3.CodeInternal) {
 			return out.Job.Job, err
+		}
+		if retry.OnRetry != nil {
+			retry.OnRetry(err, wait)
 		}
 		t := time.NewTimer(wait)
 		select {

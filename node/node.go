@@ -54,6 +54,7 @@ type Config struct {
 	PayoutBatchDelay      time.Duration // how long a partial batch waits (default 500 ms)
 
 	Lease         time.Duration // job lease (default 30 s)
+	RetryBackoff  time.Duration // how long a provider whose retryable failure requeued a job waits to retake it (default 30 s; negative: not at all)
 	SweepInterval time.Duration // coordinator sweeper period (default 1 s)
 	PollWait      time.Duration // provider long-poll (default 25 s)
 
@@ -177,6 +178,7 @@ func (n *Node) setupCoordinator(ctx context.Context) error {
 		Registerer:    n.reg,
 		Lease:         n.cfg.Lease,
 		SweepInterval: n.cfg.SweepInterval,
+		RetryBackoff:  n.cfg.RetryBackoff,
 	})
 	if err != nil {
 		return err

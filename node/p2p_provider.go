@@ -372,9 +372,8 @@ func (t *gossipTransport) Accept(ctx context.Context, jobID string) (node3.Job, 
 	t.mu.Lock()
 	e := t.board[jobID]
 	var coord peer.ID
-	var posted node3.Job
 	if e != nil {
-		coord, posted = e.coord, e.job
+		coord = e.coord
 	}
 	t.mu.Unlock()
 	if coord == "" {
@@ -419,12 +418,12 @@ func (t *gossipTransport) Accept(ctx context.Context, jobID string) (node3.Job, 
 		e.close()
 	}
 	t.coordOf[jobID] = coord
-	if resp.Job != nil {
-		return *resp.Job, nil
+	if resp.Job == nil {
+		// The posting is the public view (node3.Job.Public): no argv, env
+		// or URLs to run the job with.
+		return node3.Job{}, fmt.Errorf("claim of job %s granted without the job's spec", jobID)
 	}
-	posted.LeaseExpiresAt, posted.AcceptedAt, posted.Status = resp.LeaseExpiresAt, now, node3.StatusAccepted
-	posted.AgentID = t.self
-	return posted, nil
+	return *resp.Job, nil
 }
 
 // coordinatorsFor lists whom to send a report about jobID: the coordinator

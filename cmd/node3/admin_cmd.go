@@ -85,6 +85,9 @@ natively, on providers that allow it; give it after --) and container.`,
 			if reward == "" {
 				return fmt.Errorf("--reward is required (SOL, e.g. 0.001)")
 			}
+			if retryFor <= 0 {
+				return fmt.Errorf("--retry-for %s: want a positive duration", retryFor)
+			}
 			lamports, err := node3.ParseSOL(reward)
 			if err != nil {
 				return fmt.Errorf("--reward: %w", err)
@@ -119,7 +122,12 @@ natively, on providers that allow it; give it after --) and container.`,
 			// second job.
 			ctx, cancel := context.WithTimeout(cmd.Context(), retryFor)
 			defer cancel()
-			j, err := c.CreateJobOnce(ctx, httpapi.NewIdempotencyKey(), req, 20)
+			j, err := c.CreateJobOnce(ctx, httpapi.NewIdempotencyKey(), req, httpapi.Retry{
+				Attempts: 1000, // --retry-for bounds it
+				OnRetry: func(err error, wait time.Duration) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "create-job: %v; retrying in %s with the same idempotency key\n", err, wait)
+				},
+			})
 			if err != nil {
 				return err
 			}
