@@ -103,7 +103,8 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 			fmt.Fprintf(out, "node3 %s: local network up (data in %s)\n", buildVersion(), dataDir)
 			fmt.Fprintf(out, "  marketplace API:  %s\n", nw.MarketplaceURL())
 			fmt.Fprintf(out, "  coordinator node: %s\n", nw.Coordinator().NodeURL())
-			fmt.Fprintf(out, "  local Solana:     %s (payouts from %s)\n", nw.ChainURL(), nw.Coordinator().PayerAddress())
+			fmt.Fprintf(out, "  local Solana:     %s (payouts from %s; chain kept in %s, at slot %d)\n",
+				nw.ChainURL(), nw.Coordinator().PayerAddress(), filepath.Join(dataDir, harness.ChainDirName), nw.Chain().Slot())
 			if usep2p {
 				fmt.Fprintf(out, "  libp2p network:   %q, coordinator %s (providers get jobs by gossip)\n", nw.P2PNetwork(), nw.CoordinatorPeer())
 				for _, a := range nw.CoordinatorAddrs() {
