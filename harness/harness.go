@@ -40,8 +40,11 @@ type Config struct {
 	GPUs func(i int) []node3.GPU
 
 	// LocalChain starts an in-process Solana endpoint (ledger/localchain)
-	// for payouts and funds the coordinator's wallet with Fund (default
-	// 1,000 SOL). SolanaRPCURL names an outside chain instead.
+	// for payouts, kept in Dir/localchain so that a network started again
+	// on the same Dir finds the chain its ledger paid on. It funds the
+	// coordinator's wallet with Fund (default 1,000 SOL) only while that
+	// wallet holds nothing (a fresh chain, or a new wallet): a restart
+	// changes no balance. SolanaRPCURL names an outside chain instead.
 	LocalChain   bool
 	SlotInterval time.Duration // local chain's slot clock (default 50 ms)
 	Fund         node3.Lamports
@@ -64,6 +67,9 @@ type Config struct {
 	Version       string
 	Logger        *slog.Logger
 }
+
+// ChainDirName is the local chain's ledger directory inside Config.Dir.
+const ChainDirName = "localchain"
 
 // Network is a running local network.
 type Network struct {
@@ -110,19 +116,10 @@ func Start(ctx context.Context, cfg Config) (*Network, error) {
 		}
 	}
 	if err := nw.startCoordinator(); err != nil {
-		nw.stopChain()
-		return nil, err
+		return nil, errors.Join(err, nw.stopChain())
 	}
 	if nw.chain != nil {
-		fund := cfg.Fund
-		if fund == 0 {
-			fund = 1000 * node3.LamportsPerSOL
-		}
-		payer, err := solana.PublicKeyFromBase58(nw.coord.PayerAddress())
-		if err == nil {
-			_, err = nw.chain.Airdrop(payer, uint64(fund))
-		}
-		if err != nil {
+		if err := nw.fundPayer(); err != nil {
 			nw.Close()
 			return nil, fmt.Errorf("harness: funding the marketplace wallet: %w", err)
 		}
@@ -135,6 +132,25 @@ func Start(ctx context.Context, cfg Config) (*Network, error) {
 		}
 	}
 	return nw, nil
+}
+
+// fundPayer airdrops Fund to the coordinator's wallet if it holds no
+// lamports. A wallet that was funded before, on a chain kept from an
+// earlier run, is left as its payouts left it.
+func (nw *Network) fundPayer() error {
+	fund := nw.cfg.Fund
+	if fund == 0 {
+		fund = 1000 * node3.LamportsPerSOL
+	}
+	payer, err := solana.PublicKeyFromBase58(nw.coord.PayerAddress())
+	if err != nil {
+		return err
+	}
+	if nw.chain.Balance(payer) > 0 {
+		return nil
+	}
+	_, err = nw.chain.Airdrop(payer, uint64(fund))
+	return err
 }
 
 func (nw *Network) startCoordinator() error {
@@ -279,7 +295,7 @@ func (nw *Network) Close() error {
 	if coord != nil {
 		errs = append(errs, coord.Close())
 	}
-	nw.stopChain()
+	errs = append(errs, nw.stopChain())
 	return errors.Join(errs...)
 }
 
@@ -289,11 +305,20 @@ func (nw *Network) startChain() error {
 	if slot == 0 {
 		slot = 50 * time.Millisecond
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	chain, err := localchain.Open(localchain.Config{
+		SlotInterval: slot,
+		Dir:          filepath.Join(nw.cfg.Dir, ChainDirName),
+		Logger:       nw.log.With("node", "localchain"),
+	})
 	if err != nil {
 		return fmt.Errorf("harness: local chain: %w", err)
 	}
-	nw.chain = localchain.New(localchain.Config{SlotInterval: slot, Logger: nw.log.With("node", "localchain")})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = chain.Close()
+		return fmt.Errorf("harness: local chain: %w", err)
+	}
+	nw.chain = chain
 	nw.chain.Start(nw.ctx)
 	nw.chainURL = "http://" + ln.Addr().String()
 	nw.chainDone = make(chan struct{})
@@ -306,12 +331,18 @@ func (nw *Network) startChain() error {
 	return nil
 }
 
-func (nw *Network) stopChain() {
+// stopChain closes the local chain, which records its head in its ledger
+// directory, and waits for its server.
+func (nw *Network) stopChain() error {
 	if nw.chain == nil {
-		return
+		return nil
 	}
-	nw.chain.Close()
+	err := nw.chain.Close()
 	<-nw.chainDone
+	if err != nil {
+		return fmt.Errorf("harness: local chain: %w", err)
+	}
+	return nil
 }
 
 // Chain is the local chain (nil unless Config.LocalChain).

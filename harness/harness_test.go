@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gagliardetto/solana-go"
+	"github.com/gagliardetto/solana-go/rpc"
 	"go.uber.org/goleak"
 
 	"github.com/node3/node3"
@@ -351,5 +352,116 @@ func TestPayments(t *testing.T) {
 	}
 	if paid != jobs*node3.LamportsPerSOL/1000 {
 		t.Errorf("providers were paid %s in all, want %s", paid, node3.Lamports(jobs*node3.LamportsPerSOL/1000))
+	}
+}
+
+// TestRestartKeepsTheBooks is "up, pay, stop, up": a network with a local
+// chain pays a job to finality and stops; started again on the same
+// directory, its ledger and the chain it kept agree (reconcile is clean),
+// every balance is what it was, and payouts go on.
+func TestRestartKeepsTheBooks(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{
+		Dir: dir, Providers: 1, LocalChain: true, SlotInterval: 5 * time.Millisecond,
+		AdminKey: "restart-test-admin-key-0123456789abcdef", Logger: testLogger(t),
+	}
+	ctx := timeout(t, 90*time.Second)
+	start := func() *Network {
+		t.Helper()
+		nw, err := Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nw.WaitRegistered(ctx); err != nil {
+			nw.Close()
+			t.Fatal(err)
+		}
+		return nw
+	}
+	pay := func(nw *Network) node3.Payout {
+		t.Helper()
+		j, err := nw.Submit(ctx, httpapi.CreateJobRequest{JobType: "noop", Reward: reward("0.002")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nw.WaitJob(ctx, j.ID, node3.StatusCompleted); err != nil {
+			t.Fatal(err)
+		}
+		var p node3.Payout
+		if err := poll(ctx, 5*time.Millisecond, func() (bool, error) {
+			var err error
+			p, err = nw.Coordinator().Ledger().Payout(ctx, j.ID)
+			return p.Status == node3.PayoutFinalized, err
+		}); err != nil {
+			t.Fatalf("payout of %s never finalized (last %s): %v", j.ID, p.Status, err)
+		}
+		return p
+	}
+	// balances reads the wallets over JSON-RPC at finalized, as a client would.
+	balances := func(nw *Network, wallets ...string) []uint64 {
+		t.Helper()
+		client := rpc.New(nw.ChainURL())
+		defer client.Close()
+		var out []uint64
+		for _, w := range wallets {
+			res, err := client.GetBalance(ctx, solana.MustPublicKeyFromBase58(w), rpc.CommitmentFinalized)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, res.Value)
+		}
+		return out
+	}
+
+	nw := start()
+	p := pay(nw)
+	payer := nw.Coordinator().PayerAddress()
+	// Let the finalized view catch up with every landed transaction.
+	if err := poll(ctx, 5*time.Millisecond, func() (bool, error) {
+		b := balances(nw, payer, p.Wallet)
+		return b[0] == nw.Chain().Balance(solana.MustPublicKeyFromBase58(payer)) && b[1] == uint64(p.Amount), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := balances(nw, payer, p.Wallet)
+	slot := nw.Chain().Slot()
+	if err := nw.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	nw = start()
+	defer nw.Close()
+	if got := nw.Coordinator().PayerAddress(); got != payer {
+		t.Fatalf("payer %s after restart, was %s", got, payer)
+	}
+	if got := nw.Chain().Slot(); got < slot {
+		t.Fatalf("chain at slot %d after restart, was at %d", got, slot)
+	}
+	rep, err := nw.Admin().Reconcile(ctx)
+	if err != nil || !rep.OK {
+		t.Fatalf("reconcile after restart: %+v %v", rep, err)
+	}
+	if after := balances(nw, payer, p.Wallet); after[0] != before[0] || after[1] != before[1] {
+		t.Fatalf("balances (payer, provider) %v after restart, were %v", after, before)
+	}
+	client := rpc.New(nw.ChainURL())
+	defer client.Close()
+	st, err := client.GetSignatureStatuses(ctx, true, solana.MustSignatureFromBase58(p.Signature))
+	if err != nil || st.Value[0] == nil || st.Value[0].ConfirmationStatus != rpc.ConfirmationStatusFinalized {
+		t.Fatalf("payout %s on chain after restart: %+v %v", p.Signature, st, err)
+	}
+
+	// Payouts go on from where the chain stopped.
+	p2 := pay(nw)
+	if p2.Wallet != p.Wallet {
+		t.Fatalf("second payout to %s, first to %s", p2.Wallet, p.Wallet)
+	}
+	if err := poll(ctx, 5*time.Millisecond, func() (bool, error) {
+		return balances(nw, p.Wallet)[0] == uint64(p.Amount+p2.Amount), nil
+	}); err != nil {
+		t.Fatalf("provider balance %v, want %d", balances(nw, p.Wallet), p.Amount+p2.Amount)
+	}
+	if rep, err := nw.Admin().Reconcile(ctx); err != nil || !rep.OK {
+		t.Fatalf("reconcile after the second payout: %+v %v", rep, err)
 	}
 }

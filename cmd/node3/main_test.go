@@ -3,12 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gagliardetto/solana-go"
+
 	"github.com/node3/node3/harness"
+	"github.com/node3/node3/ledger/localchain"
 )
 
 func runCLI(t *testing.T, args ...string) (string, string, int) {
@@ -131,5 +136,69 @@ func TestAdminCommands(t *testing.T) {
 	_, errs, code = runCLI(t, "admin", "stats")
 	if code == 0 || !strings.Contains(errs, "401") {
 		t.Fatalf("wrong key: exit %d, %s", code, errs)
+	}
+}
+
+// TestUpTwiceOnOneDataDir runs `up --check` twice on one data directory,
+// the admin key once from $ADMIN_API_KEY and once from --admin-key: each
+// run uses (and prints) the key it was given, the chain is kept in the
+// data directory, and the second run pays from the wallet the first one
+// funded instead of funding it again.
+func TestUpTwiceOnOneDataDir(t *testing.T) {
+	dir := t.TempDir()
+	payerRe := regexp.MustCompile(`payouts from (\w+)`)
+	payerBalance := func(addr string) uint64 {
+		t.Helper()
+		c, err := localchain.Open(localchain.Config{Dir: filepath.Join(dir, harness.ChainDirName), SlotInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.Balance(solana.MustPublicKeyFromBase58(addr))
+	}
+	var payer string
+	var balance uint64
+	for i, key := range []string{"up-test-key-from-the-environment-0001", "up-test-key-from-the-flag-000000000002"} {
+		args := []string{"up", "--check", "--data-dir", dir, "--marketplace-port", "0", "--agent-port", "0", "--providers", "1", "--slot-interval", "5ms"}
+		if i == 0 {
+			t.Setenv("ADMIN_API_KEY", key)
+		} else {
+			t.Setenv("ADMIN_API_KEY", "up-test-key-that-the-flag-overrides-003")
+			args = append(args, "--admin-key", key)
+		}
+		out, errs, code := runCLI(t, args...)
+		if code != 0 {
+			t.Fatalf("run %d: exit %d\nstdout:\n%s\nstderr:\n%s", i+1, code, out, errs)
+		}
+		if !strings.Contains(out, "ADMIN_API_KEY="+key+"\n") || !strings.Contains(out, "end-to-end test passed") {
+			t.Fatalf("run %d: output lacks the key %s or the e2e result:\n%s", i+1, key, out)
+		}
+		m := payerRe.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("run %d: no payer in the output:\n%s", i+1, out)
+		}
+		if i > 0 && m[1] != payer {
+			t.Fatalf("run 2 pays from %s, run 1 from %s", m[1], payer)
+		}
+		payer = m[1]
+		b := payerBalance(payer)
+		if i > 0 && (b == 0 || b >= balance) {
+			t.Fatalf("payer holds %d lamports after run 2, %d after run 1: want less, and not funded again", b, balance)
+		}
+		balance = b
+	}
+}
+
+// TestLocalchainLedgerIsChecked: `localchain --ledger` refuses a ledger
+// directory whose log is not a chain's, naming the file.
+func TestLocalchainLedgerIsChecked(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "txlog")
+	if err := os.WriteFile(log, []byte("this is not a localchain log at all"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := runCLI(t, "localchain", "--ledger", dir, "--addr", "127.0.0.1:0")
+	if code == 0 || !strings.Contains(errs, log) || !strings.Contains(errs, "corrupt") {
+		t.Fatalf("exit %d, stderr %q (stdout %q); want an error naming %s", code, errs, out, log)
 	}
 }

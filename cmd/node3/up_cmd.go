@@ -18,6 +18,7 @@ func newUpCmd() *cobra.Command {
 	var (
 		providers             int
 		dataDir, logLevel     string
+		adminKey              string
 		marketPort, agentPort int
 		check, fresh, cmds    bool
 		usep2p                bool
@@ -36,10 +37,21 @@ over direct streams (--p2p=false: they poll the REST API). This is the seed's in
 startup and the quickest way to try node3, offline: jobs run, and their
 rewards are paid in real signed Solana transfers on the local chain.
 
+Everything is kept in --data-dir: the coordinator's ledger and wallet, each
+provider's data, and the local chain's ledger (<data-dir>/localchain), so a
+second ` + "`node3 up`" + ` on the same directory goes on with the same jobs, payouts and
+balances (the wallet is funded by airdrop only while it holds nothing).
+--fresh deletes the whole directory first: ledger and chain together.
+
+The admin key is configured as for ` + "`node3 run`" + `: --admin-key, $ADMIN_API_KEY or a
+.env file; without one the coordinator generates a key once and keeps it in
+<data-dir>/coordinator/admin_api_key.
+
 With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 		Example: `  node3 up
   node3 up --providers 4 --marketplace-port 9000 --agent-port 9080
-  node3 up --check --marketplace-port 0 --agent-port 0`,
+  node3 up --check --marketplace-port 0 --agent-port 0
+  ADMIN_API_KEY=… node3 up --fresh`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if providers < 0 || providers > 64 {
@@ -74,6 +86,7 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 				MarketplaceListen: net.JoinHostPort("127.0.0.1", strconv.Itoa(marketPort)),
 				NodeListen:        nodePort,
 				AllowCommands:     cmds,
+				AdminKey:          adminKey,
 				Lease:             lease,
 				LocalChain:        true,
 				SlotInterval:      slot,
@@ -90,7 +103,8 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 			fmt.Fprintf(out, "node3 %s: local network up (data in %s)\n", buildVersion(), dataDir)
 			fmt.Fprintf(out, "  marketplace API:  %s\n", nw.MarketplaceURL())
 			fmt.Fprintf(out, "  coordinator node: %s\n", nw.Coordinator().NodeURL())
-			fmt.Fprintf(out, "  local Solana:     %s (payouts from %s)\n", nw.ChainURL(), nw.Coordinator().PayerAddress())
+			fmt.Fprintf(out, "  local Solana:     %s (payouts from %s; chain kept in %s, at slot %d)\n",
+				nw.ChainURL(), nw.Coordinator().PayerAddress(), filepath.Join(dataDir, harness.ChainDirName), nw.Chain().Slot())
 			if usep2p {
 				fmt.Fprintf(out, "  libp2p network:   %q, coordinator %s (providers get jobs by gossip)\n", nw.P2PNetwork(), nw.CoordinatorPeer())
 				for _, a := range nw.CoordinatorAddrs() {
@@ -137,7 +151,8 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 	fs.IntVar(&marketPort, "marketplace-port", 8000, "marketplace API port (0: any free port)")
 	fs.IntVar(&agentPort, "agent-port", 8080, "coordinator node API port; provider i gets this + i (0: any free ports)")
 	fs.BoolVar(&check, "check", false, "run the end-to-end test against the network, then stop")
-	fs.BoolVar(&fresh, "fresh", false, "delete the data directory first")
+	fs.BoolVar(&fresh, "fresh", false, "delete the data directory first: the ledgers, wallets and the local chain (<data-dir>/localchain)")
+	fs.StringVar(&adminKey, "admin-key", "", "coordinator admin key (prefer the environment variable; default: generated once and stored in <data-dir>/coordinator/admin_api_key)")
 	fs.BoolVar(&cmds, "allow-commands", false, "let providers run `command` jobs natively")
 	fs.BoolVar(&usep2p, "p2p", true, "run the nodes as a libp2p network over loopback, jobs pushed to providers by gossip (false: providers poll the REST API)")
 	fs.DurationVar(&lease, "lease", 30*time.Second, "job lease")
@@ -147,6 +162,7 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 	bindEnv(fs, "marketplace-port", "MARKETPLACE_PORT")
 	bindEnv(fs, "agent-port", "AGENT_PORT")
 	bindEnv(fs, "log-level", "LOG_LEVEL")
+	bindEnv(fs, "admin-key", "ADMIN_API_KEY")
 	return cmd
 }
 

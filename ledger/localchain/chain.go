@@ -82,6 +82,12 @@ type Config struct {
 	Faults *Faults
 	// Now is the wall clock used for block times. Nil means time.Now.
 	Now func() time.Time
+	// Dir is the ledger directory, as solana-test-validator's --ledger:
+	// with it the chain keeps every landed transaction and its head slot
+	// on disk and Open rebuilds the same chain from it (see "Persistence"
+	// in the package doc). Empty means memory only. Seed and
+	// BlockhashWindow must not change between runs on one directory.
+	Dir string
 }
 
 func (cfg Config) withDefaults() Config {
@@ -164,12 +170,40 @@ type Chain struct {
 	touched map[uint64][]solana.PublicKey
 	txs     map[solana.Signature]*txRecord
 	txCount uint64
+	store   *store // nil without Config.Dir
 }
 
-// New returns a chain at slot 0 whose only funded account is its faucet.
-// Call Start to run the slot clock, or AdvanceSlots to move it by hand.
+// New returns a memory-only chain at slot 0 whose only funded account is
+// its faucet. Call Start to run the slot clock, or AdvanceSlots to move it
+// by hand. New panics if cfg.Dir is set: a ledger directory can fail to
+// open, so use Open for one.
 func New(cfg Config) *Chain {
+	if cfg.Dir != "" {
+		panic("localchain: New with a ledger directory; use Open")
+	}
+	return newChain(cfg.withDefaults())
+}
+
+// Open returns a chain kept in cfg.Dir: a new one at slot 0 if the
+// directory holds no log, else the chain the log describes, at the head
+// slot it last vouched for, with every transaction it ever landed. It
+// fails with an error naming the file if the log is corrupt (a torn last
+// record is not corruption: it is dropped) or belongs to another chain,
+// and if another process has the directory open. With cfg.Dir empty it is
+// New. Close the chain to record its exact head.
+func Open(cfg Config) (*Chain, error) {
 	cfg = cfg.withDefaults()
+	c := newChain(cfg)
+	if cfg.Dir == "" {
+		return c, nil
+	}
+	if err := c.openStore(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func newChain(cfg Config) *Chain {
 	faucetSeed := sha256.Sum256(append([]byte("faucet:"), cfg.Seed...))
 	c := &Chain{
 		cfg:      cfg,
@@ -222,10 +256,14 @@ func (c *Chain) runClock(ctx context.Context) {
 }
 
 // Close stops the slot clock, waits for it, and releases requests stalled
-// by a fault. Servers started with Serve return. Close is idempotent.
+// by a fault. Servers started with Serve return. With a ledger directory
+// it records the exact head slot and closes the log: from then on the
+// chain answers reads but lands nothing and its clock stands still.
+// Close is idempotent.
 func (c *Chain) Close() error {
 	c.lc.Lock()
-	if !c.closed {
+	first := !c.closed
+	if first {
 		c.closed = true
 		close(c.done)
 		if c.cancel != nil {
@@ -234,7 +272,12 @@ func (c *Chain) Close() error {
 	}
 	c.lc.Unlock()
 	c.wg.Wait()
-	return nil
+	if !first || c.store == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.store.close(c.head)
 }
 
 // Faults returns the chain's fault injector (Config.Faults, or the one New
@@ -265,43 +308,69 @@ func (c *Chain) LatestBlockhash() (solana.Hash, uint64) {
 }
 
 // AdvanceSlots produces n blocks at once, as n ticks of the slot clock
-// would. It works whether or not the clock runs.
+// would. It works whether or not the clock runs. With a ledger directory
+// the head does not move once the chain is closed or its log failed.
 func (c *Chain) AdvanceSlots(n int) {
 	for range n {
 		c.mu.Lock()
-		c.tickLocked()
+		if !c.reserveLocked(c.head + 1) {
+			c.mu.Unlock()
+			return
+		}
+		c.advanceLocked(c.head+1, c.cfg.Now())
 		c.mu.Unlock()
 	}
 }
 
-// tickLocked moves the head one slot and forgets what no view needs: the
-// blockhash that left every view's window and account history older than
-// the finalized view.
-func (c *Chain) tickLocked() {
-	c.head++
-	c.headTime = c.cfg.Now()
-	c.hashes[c.blockhash(c.head)] = c.head
-	fd := uint64(c.cfg.FinalizeDepth)
-	if c.head < fd {
+// advanceLocked moves the head to slot to (if later), started at t, and
+// forgets what no view needs: blockhashes that left every view's window
+// and account history older than the finalized view. One step is a tick
+// of the slot clock; replay jumps many at once to the same state.
+func (c *Chain) advanceLocked(to uint64, t time.Time) {
+	c.headTime = t
+	from := c.head
+	if to <= from {
 		return
 	}
-	oldest := c.head - fd // the finalized view: history at or below it is never read again
-	if oldest > c.cfg.BlockhashWindow {
-		delete(c.hashes, c.blockhash(oldest-c.cfg.BlockhashWindow-1))
-	}
-	for _, key := range c.touched[oldest] {
-		h := c.hist[key]
-		i := 0
-		for i < len(h) && h[i].slot <= oldest {
-			i++
+	c.head = to
+	fd, win := uint64(c.cfg.FinalizeDepth), c.cfg.BlockhashWindow
+	// Blockhashes of slots at or above keepFrom(head) stay: the finalized
+	// view's window and everything newer.
+	keepFrom := func(head uint64) uint64 {
+		if head > fd+win {
+			return head - fd - win
 		}
-		if i == len(h) {
-			delete(c.hist, key)
-		} else {
-			c.hist[key] = h[i:]
-		}
+		return 0
 	}
-	delete(c.touched, oldest)
+	oldKeep, newKeep := keepFrom(from), keepFrom(to)
+	for s := oldKeep; s < newKeep && s <= from; s++ {
+		delete(c.hashes, c.blockhash(s))
+	}
+	for s := max(from+1, newKeep); s <= to; s++ {
+		c.hashes[c.blockhash(s)] = s
+	}
+	if to < fd {
+		return
+	}
+	oldest := to - fd // the finalized view: history at or below it is never read again
+	for slot, keys := range c.touched {
+		if slot > oldest {
+			continue
+		}
+		for _, key := range keys {
+			h := c.hist[key]
+			i := 0
+			for i < len(h) && h[i].slot <= oldest {
+				i++
+			}
+			if i == len(h) {
+				delete(c.hist, key)
+			} else {
+				c.hist[key] = h[i:]
+			}
+		}
+		delete(c.touched, slot)
+	}
 }
 
 // blockhash derives the blockhash of a slot from the chain seed.
@@ -420,6 +489,9 @@ func (c *Chain) Airdrop(pubkey solana.PublicKey, lamports uint64) (solana.Signat
 // airdrops in one slot would be identical transactions, so each retry
 // signs against an older (still valid) blockhash to get a new signature.
 func (c *Chain) airdropLocked(to solana.PublicKey, lamports uint64) (solana.Signature, *TxError, error) {
+	if c.store != nil && c.store.err != nil {
+		return solana.Signature{}, nil, c.store.err
+	}
 	from := c.faucet.PublicKey()
 	for back := uint64(0); back <= c.cfg.BlockhashWindow && back <= c.head; back++ {
 		tx, err := solana.NewTransaction(
@@ -443,6 +515,9 @@ func (c *Chain) airdropLocked(to solana.PublicKey, lamports uint64) (solana.Sign
 		out := c.executeLocked(w, c.head, c.headLoader())
 		if out.loadErr != nil {
 			return solana.Signature{}, nil, fmt.Errorf("localchain: airdrop: %w", out.loadErr)
+		}
+		if err := c.persistLocked(w, out); err != nil {
+			return solana.Signature{}, nil, err
 		}
 		c.landLocked(w, out)
 		return w.sig, out.err, nil

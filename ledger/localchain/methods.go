@@ -670,6 +670,12 @@ func (c *Chain) rpcSendTransaction(_ context.Context, p params, neverLand bool) 
 		c.log.Debug("localchain: dropped transaction", "signature", w.sig, "err", out.loadErr)
 		return w.sig.String(), nil
 	}
+	if err := c.persistLocked(w, out); err != nil {
+		// Not landed: nobody may be told it was. The log is stuck, so the
+		// chain lands nothing more until it is reopened.
+		c.log.Error("localchain: transaction not landed: the log cannot be written", "signature", w.sig, "err", err)
+		return nil, &rpcError{Code: codeInternalError, Message: "Internal error: the ledger cannot be written"}
+	}
 	c.landLocked(w, out)
 	return w.sig.String(), nil
 }
