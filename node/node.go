@@ -188,7 +188,7 @@ func (n *Node) setupCoordinator(ctx context.Context) error {
 }
 
 func (n *Node) setupProvider(ctx context.Context) error {
-	w, created, err := wallet.LoadOrCreate(n.cfg.WalletPath)
+	w, created, err := wallet.LoadOrCreate(n.cfg.WalletPath, n.log)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func (n *Node) setupPayments() error {
 	if path == "" {
 		path = filepath.Join(n.cfg.DataDir, "marketplace_wallet.json")
 	}
-	w, created, err := wallet.LoadOrCreate(path)
+	w, created, err := wallet.LoadOrCreate(path, n.log)
 	if err != nil {
 		return err
 	}
