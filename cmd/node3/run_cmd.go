@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/node3/node3"
 	"github.com/node3/node3/node"
 )
 
@@ -166,7 +167,7 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 	if f.coordinator {
 		fmt.Fprintf(out, "  marketplace API: %s\n", n.MarketplaceURL())
 		if addr := n.PayerAddress(); addr != "" {
-			fmt.Fprintf(out, "  payouts from:    %s on %s\n", addr, f.rpcURL)
+			fmt.Fprintf(out, "  payouts from:    %s on %s\n", addr, node3.RedactURL(f.rpcURL))
 		} else {
 			fmt.Fprintln(out, "  payments are off (no --solana-rpc-url): payouts stay pending")
 		}
