@@ -40,7 +40,7 @@ type Config struct {
 	MarketplaceListen string // coordinator API address (default ":8000")
 	NodeListen        string // node API address (default "127.0.0.1:8080")
 	MarketplaceURL    string // the coordinator a provider works for (default: this node's own when it is one)
-	AdminKey          string // coordinator admin key; empty: loaded from or created in DataDir/admin_api_key
+	AdminKey          string // coordinator admin key, at least MinAdminKeyLen characters; empty: loaded from or created in DataDir/admin_api_key
 
 	Simulate      bool        // SKIP_GPU_CHECK: report simulated GPUs
 	SimulatedGPUs []node3.GPU // which ones (default gpu.SimulatedPreset(0))

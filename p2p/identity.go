@@ -1,6 +1,8 @@
 package p2p
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -93,6 +95,11 @@ func readIdentity(path string) (crypto.PrivKey, error) {
 	}
 	if key.Type() != crypto.Ed25519 {
 		return nil, fmt.Errorf("identity %s holds a %s key, want Ed25519", path, key.Type())
+	}
+	// libp2p takes the public half as stored; one that is not the
+	// secret's would give a peer ID its signatures do not match.
+	if raw, err := key.Raw(); err != nil || len(raw) != ed25519.PrivateKeySize || !bytes.Equal(ed25519.NewKeyFromSeed(raw[:ed25519.SeedSize]), raw) {
+		return nil, fmt.Errorf("identity %s is not a valid Ed25519 key (its public half does not match its secret); move it away to create a new identity", path)
 	}
 	return key, nil
 }

@@ -83,7 +83,7 @@ The node's own API (status, job history, earnings) listens on 127.0.0.1:8080.`,
 	fs.StringVar(&f.marketWallet, "marketplace-wallet", "", "coordinator: wallet rewards are paid from, Solana CLI format (default <data-dir>/marketplace_wallet.json)")
 	fs.IntVar(&f.batchSize, "payout-batch-size", 16, "coordinator: payouts per Solana transaction")
 	fs.DurationVar(&f.batchDelay, "payout-batch-delay", 500*time.Millisecond, "coordinator: how long a partial batch of payouts waits for more")
-	fs.StringVar(&f.adminKey, "admin-key", "", "coordinator admin key (prefer the environment variable; default: generated once and stored in <data-dir>/admin_api_key)")
+	fs.StringVar(&f.adminKey, "admin-key", "", "coordinator admin key, at least 32 characters, e.g. from \"openssl rand -base64 32\" (prefer the environment variable; default: generated once and stored in <data-dir>/admin_api_key)")
 	addP2PFlags(fs, &f.p2p)
 	bindEnv(fs, "data-dir", "NODE3_DATA_DIR")
 	bindEnv(fs, "marketplace-url", "MARKETPLACE_URL")
