@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/gagliardetto/solana-go/rpc"
 	"github.com/gagliardetto/solana-go/rpc/jsonrpc"
@@ -58,7 +59,20 @@ func (c redactingRPC) clean(err error) error {
 	if errors.As(err, &re) {
 		return c.cleanRPC(re)
 	}
-	return &redactedError{msg: node3.RedactURLText(err.Error(), c.url), cause: err}
+	return &redactedError{msg: node3.RedactURLText(dropBodyExcerpt(err.Error()), c.url), cause: err}
+}
+
+// bodyExcerpt starts the part of a decode error where solana-go's JSON
+// decoder quotes up to 50 bytes of the answer around the fault. A node or
+// proxy may echo the request URL there, cut anywhere (so a secret could
+// show in part, which no replacement catches); it is dropped.
+const bodyExcerpt = ", error found in #"
+
+func dropBodyExcerpt(s string) string {
+	if i := strings.Index(s, bodyExcerpt); i >= 0 {
+		return s[:i] + " (answer not shown)"
+	}
+	return s
 }
 
 // cleanRPC copies a JSON-RPC error with its message redacted (a node or a

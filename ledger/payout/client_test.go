@@ -43,7 +43,9 @@ func newBadRPC(t testing.TB) *badRPC {
 		case "rpc-error":
 			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"node behind; you called %s"}}`, r.URL.RequestURI())
 		default:
-			http.Error(w, "upstream failed for "+r.URL.RequestURI(), http.StatusInternalServerError)
+			// The secret straddles the 50 bytes of body that solana-go
+			// quotes when it cannot decode one: a prefix of it would show.
+			http.Error(w, "upstream failed for a reason: ?api-key="+r.URL.Query().Get("api-key")+" on "+r.URL.RequestURI(), http.StatusInternalServerError)
 		}
 	}))
 	t.Cleanup(b.srv.Close)
@@ -83,7 +85,7 @@ func TestClientErrorsCarryNoSecret(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s: no error", what)
 		}
-		if strings.Contains(err.Error(), secret) || strings.Contains(fmt.Sprintf("%+v", err), secret) {
+		if strings.Contains(err.Error(), secret[:8]) || strings.Contains(fmt.Sprintf("%+v", err), secret[:8]) {
 			t.Fatalf("%s: the error shows the secret: %v", what, err)
 		}
 		if !strings.Contains(err.Error(), "REDACTED") && !strings.Contains(err.Error(), "-32005") {
@@ -167,11 +169,11 @@ func TestEngineLogsNoSecret(t *testing.T) {
 		t.Fatalf("the engine logged no problem:\n%s", out)
 	}
 	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, secret) {
+		if strings.Contains(line, secret[:8]) {
 			t.Errorf("log line shows the secret: %s", line)
 		}
 	}
-	if s := eng.Status().LastError; strings.Contains(s, secret) {
+	if s := eng.Status().LastError; strings.Contains(s, secret[:8]) {
 		t.Errorf("Status.LastError shows the secret: %s", s)
 	}
 }
