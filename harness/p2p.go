@@ -167,7 +167,7 @@ func (nw *Network) peerAt(i int) (peer.ID, error) {
 	if i != CoordinatorNode {
 		dir = filepath.Join(nw.cfg.Dir, ProviderName(i))
 	}
-	return p2p.PeerIDFromDataDir(dir)
+	return p2p.PeerIDFromDataDir(dir, nw.log)
 }
 
 // Partition cuts nodes a and b (provider indices or CoordinatorNode) off

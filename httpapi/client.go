@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/node3/node3"
 )
@@ -118,20 +120,32 @@ func (c *Client) doWith(ctx context.Context, method, path string, a auth, hdr ht
 		return &node3.Error{Code: node3.CodeUnavailable, Message: fmt.Sprintf("%s %s: %v", method, path, redact(err))}
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
 		return &node3.Error{Code: node3.CodeUnavailable, Message: fmt.Sprintf("%s %s: reading response: %v", method, path, err)}
 	}
-	if resp.StatusCode >= 300 {
+	return decodeAnswer(method, path, resp.StatusCode, raw, out)
+}
+
+// maxAnswer bounds what the client reads of one answer.
+const maxAnswer = 16 << 20
+
+// maxAnswerMessage bounds the server's message quoted in an error.
+const maxAnswerMessage = 300
+
+// decodeAnswer reads a coordinator's answer: a status of 300 or more is a
+// *node3.Error whose code follows the status and whose message is the
+// server's ({"error": ...} or the body itself) on one line of valid UTF-8,
+// at most maxAnswerMessage bytes of it; otherwise raw is decoded into out
+// (when not nil).
+func decodeAnswer(method, path string, status int, raw []byte, out any) error {
+	if status >= 300 {
 		var eb errorBody
-		msg := strings.TrimSpace(string(raw))
+		msg := string(raw)
 		if json.Unmarshal(raw, &eb) == nil && eb.Error != "" {
 			msg = eb.Error
 		}
-		if len(msg) > 300 {
-			msg = msg[:300] + "…"
-		}
-		return &node3.Error{Code: codeOf(resp.StatusCode), Message: fmt.Sprintf("%s %s: %d %s", method, path, resp.StatusCode, msg)}
+		return &node3.Error{Code: codeOf(status), Message: fmt.Sprintf("%s %s: %d %s", method, path, status, answerText(msg))}
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
@@ -139,6 +153,27 @@ func (c *Client) doWith(ctx context.Context, method, path string, a auth, hdr ht
 		}
 	}
 	return nil
+}
+
+// answerText makes a server's message safe to print on a terminal: valid
+// UTF-8, control characters as spaces, trimmed, and cut at
+// maxAnswerMessage bytes on a character boundary.
+func answerText(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	s = strings.TrimSpace(strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s))
+	if len(s) <= maxAnswerMessage {
+		return s
+	}
+	cut := maxAnswerMessage
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // redact drops the query string of URLs in transport errors.

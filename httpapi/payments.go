@@ -70,6 +70,7 @@ func (m *MarketplaceAPI) wallet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info.BalanceSOL = json.Number(info.Balance.SOL())
+	info.RPCURL = node3.RedactURL(info.RPCURL) // never an API key in an answer
 	writeJSON(w, http.StatusOK, info)
 }
 

@@ -1,6 +1,11 @@
 package ledger
 
 import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,4 +139,47 @@ func toString(v any) string {
 		return s
 	}
 	return "non-string panic value"
+}
+
+// TestOpenTightensPermissions: an existing ledger whose directory and
+// files are open to others is tightened before Badger opens it.
+func TestOpenTightensPermissions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ledger")
+	l, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("ledger files: %v, %v", entries, err)
+	}
+	for _, e := range entries {
+		if err := os.Chmod(filepath.Join(dir, e.Name()), 0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logs bytes.Buffer
+	l, err = Open(Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
+		t.Errorf("ledger directory mode %04o, want 0700", st.Mode().Perm())
+	}
+	for _, e := range entries {
+		st, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err == nil && st.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: mode %04o still open to others", e.Name(), st.Mode().Perm())
+		}
+	}
+	if !strings.Contains(logs.String(), "tightened permissions") {
+		t.Errorf("no warning logged: %q", logs.String())
+	}
 }

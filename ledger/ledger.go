@@ -13,6 +13,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/node3/node3"
+	"github.com/node3/node3/internal/fileperm"
 )
 
 // Config configures a Ledger.
@@ -63,6 +64,11 @@ func Open(cfg Config) (*Ledger, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	// Badger creates its files with the process umask; an existing ledger
+	// open to group or others is tightened, one of another user refused.
+	if err := fileperm.Tree(cfg.Dir, log); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 512

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gagliardetto/solana-go/rpc"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +25,9 @@ import (
 	"github.com/node3/node3/exec"
 	"github.com/node3/node3/gpu"
 	"github.com/node3/node3/httpapi"
+	"github.com/node3/node3/internal/fileperm"
 	"github.com/node3/node3/ledger"
+	"github.com/node3/node3/ledger/payout"
 	"github.com/node3/node3/ledger/wallet"
 )
 
@@ -37,7 +40,7 @@ type Config struct {
 	MarketplaceListen string // coordinator API address (default ":8000")
 	NodeListen        string // node API address (default "127.0.0.1:8080")
 	MarketplaceURL    string // the coordinator a provider works for (default: this node's own when it is one)
-	AdminKey          string // coordinator admin key; empty: loaded from or created in DataDir/admin_api_key
+	AdminKey          string // coordinator admin key, at least MinAdminKeyLen characters; empty: loaded from or created in DataDir/admin_api_key
 
 	Simulate      bool        // SKIP_GPU_CHECK: report simulated GPUs
 	SimulatedGPUs []node3.GPU // which ones (default gpu.SimulatedPreset(0))
@@ -123,6 +126,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data directory: %w", err)
 	}
+	if err := fileperm.Check(cfg.DataDir, fileperm.Dir, cfg.Logger); err != nil {
+		return nil, fmt.Errorf("node: data directory: %w", err)
+	}
 	n := &Node{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry(), started: cfg.Now()}
 	defer func() {
 		if err != nil {
@@ -135,7 +141,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if cfg.SolanaRPCURL != "" {
-		n.rpc = rpc.New(cfg.SolanaRPCURL)
+		n.rpc = payout.NewClient(cfg.SolanaRPCURL) // its errors never show the URL's secrets
 	}
 	if cfg.Coordinator {
 		if err := n.setupCoordinator(ctx); err != nil {
@@ -166,7 +172,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 }
 
 func (n *Node) setupCoordinator(ctx context.Context) error {
-	key, created, err := loadOrCreateAdminKey(n.cfg.AdminKey, filepath.Join(n.cfg.DataDir, "admin_api_key"))
+	key, created, err := loadOrCreateAdminKey(n.cfg.AdminKey, filepath.Join(n.cfg.DataDir, "admin_api_key"), n.log)
 	if err != nil {
 		return err
 	}
@@ -190,7 +196,7 @@ func (n *Node) setupCoordinator(ctx context.Context) error {
 }
 
 func (n *Node) setupProvider(ctx context.Context) error {
-	w, created, err := wallet.LoadOrCreate(n.cfg.WalletPath)
+	w, created, err := wallet.LoadOrCreate(n.cfg.WalletPath, n.log)
 	if err != nil {
 		return err
 	}
@@ -268,22 +274,32 @@ func loopbackAddr(a net.Addr) string {
 	return net.JoinHostPort(host, port)
 }
 
+// MinAdminKeyLen is the shortest admin key a coordinator accepts.
+const MinAdminKeyLen = 32
+
 // loadOrCreateAdminKey returns the admin key: the configured one, else the
-// one stored in path, else a new one stored there (mode 0600).
-func loadOrCreateAdminKey(configured, path string) (string, bool, error) {
+// one stored in path, else a new one stored there (mode 0600). A key
+// shorter than MinAdminKeyLen is refused; an existing file goes through
+// fileperm's rule.
+func loadOrCreateAdminKey(configured, path string, log *slog.Logger) (string, bool, error) {
 	if configured != "" {
+		if err := checkAdminKey(configured, "ADMIN_API_KEY (--admin-key)"); err != nil {
+			return "", false, err
+		}
 		return configured, false, nil
 	}
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if len(b) > 4096 {
-			return "", false, fmt.Errorf("node: admin key file %s is larger than 4 KiB; it holds one key", path)
-		}
-		if k := strings.TrimSpace(string(b)); k != "" {
-			return k, false, nil
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	if err := fileperm.Check(path, fileperm.File, log); err != nil {
 		return "", false, fmt.Errorf("node: admin key: %w", err)
+	}
+	k, err := readAdminKeyFile(path)
+	if err != nil {
+		return "", false, err
+	}
+	if k != "" {
+		if err := checkAdminKey(k, "the admin key in "+path); err != nil {
+			return "", false, err
+		}
+		return k, false, nil
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
@@ -294,6 +310,44 @@ func loadOrCreateAdminKey(configured, path string) (string, bool, error) {
 		return "", false, fmt.Errorf("node: storing admin key: %w", err)
 	}
 	return key, true, nil
+}
+
+// maxAdminKeyFile bounds the admin key file: it holds one key.
+const maxAdminKeyFile = 4096
+
+// readAdminKeyFile reads the key stored at path: "" when there is none
+// (no file, or only white space).
+func readAdminKeyFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("node: admin key: %w", err)
+	}
+	return parseAdminKeyFile(path, b)
+}
+
+// parseAdminKeyFile is the admin key file's format: one key, surrounded
+// by white space at most. Its errors never quote the contents.
+func parseAdminKeyFile(path string, b []byte) (string, error) {
+	if len(b) > maxAdminKeyFile {
+		return "", fmt.Errorf("node: admin key file %s is larger than 4 KiB; it holds one key", path)
+	}
+	k := strings.TrimSpace(string(b))
+	if strings.ContainsFunc(k, func(r rune) bool { return r <= ' ' || r == 0x7f || r == utf8.RuneError }) {
+		return "", fmt.Errorf("node: admin key file %s holds more than one word or control characters; it holds one key", path)
+	}
+	return k, nil
+}
+
+// checkAdminKey refuses a key too short to resist guessing; the message
+// says how to make one and never shows the key.
+func checkAdminKey(key, from string) error {
+	if n := utf8.RuneCountInString(key); n < MinAdminKeyLen {
+		return fmt.Errorf("node: %s is %d characters; an admin key needs at least %d: make one with `openssl rand -base64 32`, or leave ADMIN_API_KEY unset (and remove a short <data-dir>/admin_api_key) to have node3 generate one", from, n, MinAdminKeyLen)
+	}
+	return nil
 }
 
 // Start runs the node's roles and servers in the background.

@@ -18,7 +18,7 @@ import (
 // the payout engine. It implements httpapi.Payments.
 type payments struct {
 	n      *Node
-	url    string
+	url    string // redacted: it goes into answers and errors
 	client *rpc.Client
 	payer  *wallet.Wallet
 	engine *payout.Engine
@@ -31,14 +31,14 @@ func (n *Node) setupPayments() error {
 	if path == "" {
 		path = filepath.Join(n.cfg.DataDir, "marketplace_wallet.json")
 	}
-	w, created, err := wallet.LoadOrCreate(path)
+	w, created, err := wallet.LoadOrCreate(path, n.log)
 	if err != nil {
 		return err
 	}
 	if created {
 		n.log.Info("created the marketplace wallet; fund it before payouts can go out", "path", w.Path(), "address", w)
 	}
-	p := &payments{n: n, url: n.cfg.SolanaRPCURL, client: n.rpc, payer: w}
+	p := &payments{n: n, url: node3.RedactURL(n.cfg.SolanaRPCURL), client: n.rpc, payer: w}
 	p.engine, err = payout.New(payout.Config{
 		Ledger:     n.led,
 		RPC:        p.client,

@@ -1,16 +1,21 @@
 package p2p
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/node3/node3/internal/fileperm"
 )
 
 // IdentityFile is the name of the node's private key inside its data
@@ -23,14 +28,23 @@ const maxIdentitySize = 4 << 10
 
 // LoadIdentity returns the node's Ed25519 key from dataDir/identity.key,
 // creating the directory (0700) and the key (0600) on first use. The file
-// holds the key in libp2p's protobuf encoding (crypto.MarshalPrivateKey). A
-// key file readable by group or others, of another key type or that does
-// not parse is an error, never silently replaced.
-func LoadIdentity(dataDir string) (crypto.PrivKey, error) {
+// holds the key in libp2p's protobuf encoding (crypto.MarshalPrivateKey).
+// An existing directory and key file go through fileperm's rule: open to
+// group or others, they are tightened with a warning on log (nil
+// discards); a symlinked key file or one of another user is refused. A key
+// of another type or that does not parse is an error, never silently
+// replaced.
+func LoadIdentity(dataDir string, log *slog.Logger) (crypto.PrivKey, error) {
 	if dataDir == "" {
 		return nil, errors.New("identity: no data directory")
 	}
+	if err := fileperm.Check(dataDir, fileperm.Dir, log); err != nil {
+		return nil, fmt.Errorf("identity: data directory: %w", err)
+	}
 	path := filepath.Join(dataDir, IdentityFile)
+	if err := fileperm.Check(path, fileperm.File, log); err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
 	key, err := readIdentity(path)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return key, err
@@ -43,8 +57,8 @@ func LoadIdentity(dataDir string) (crypto.PrivKey, error) {
 
 // PeerIDFromDataDir returns the peer ID of the identity in dataDir,
 // creating it if needed (for `node3 id`).
-func PeerIDFromDataDir(dataDir string) (peer.ID, error) {
-	key, err := LoadIdentity(dataDir)
+func PeerIDFromDataDir(dataDir string, log *slog.Logger) (peer.ID, error) {
+	key, err := LoadIdentity(dataDir, log)
 	if err != nil {
 		return "", err
 	}
@@ -65,6 +79,7 @@ func readIdentity(path string) (crypto.PrivKey, error) {
 		return nil, fmt.Errorf("identity %s is not a regular file", path)
 	}
 	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
+		// fileperm.Check tightened it; a file swapped in since is refused.
 		return nil, fmt.Errorf("identity %s has mode %04o: it must not be readable by group or others (chmod 600 %s)", path, st.Mode().Perm(), path)
 	}
 	if st.Size() > maxIdentitySize {
@@ -80,6 +95,11 @@ func readIdentity(path string) (crypto.PrivKey, error) {
 	}
 	if key.Type() != crypto.Ed25519 {
 		return nil, fmt.Errorf("identity %s holds a %s key, want Ed25519", path, key.Type())
+	}
+	// libp2p takes the public half as stored; one that is not the
+	// secret's would give a peer ID its signatures do not match.
+	if raw, err := key.Raw(); err != nil || len(raw) != ed25519.PrivateKeySize || !bytes.Equal(ed25519.NewKeyFromSeed(raw[:ed25519.SeedSize]), raw) {
+		return nil, fmt.Errorf("identity %s is not a valid Ed25519 key (its public half does not match its secret); move it away to create a new identity", path)
 	}
 	return key, nil
 }

@@ -37,7 +37,7 @@ func TestIdentityPersisted(t *testing.T) {
 	if n2.ID() != id1 {
 		t.Fatalf("peer ID changed across restart: %s then %s", id1, n2.ID())
 	}
-	if id, err := PeerIDFromDataDir(dir); err != nil || id != id1 {
+	if id, err := PeerIDFromDataDir(dir, nil); err != nil || id != id1 {
 		t.Fatalf("PeerIDFromDataDir = %s, %v", id, err)
 	}
 	if matches, _ := filepath.Glob(filepath.Join(dir, ".identity-*")); len(matches) != 0 {
@@ -71,8 +71,6 @@ func TestIdentityErrors(t *testing.T) {
 		mode os.FileMode
 		want []string
 	}{
-		{"world readable", goodBytes, 0o644, []string{"mode 0644", "chmod 600"}},
-		{"group readable", goodBytes, 0o640, []string{"mode 0640"}},
 		{"garbage", []byte("this is not a key\n"), 0o600, []string{"not a libp2p private key"}},
 		{"empty", nil, 0o600, []string{"not a libp2p private key"}},
 		{"wrong key type", rsaBytes, 0o600, []string{"want Ed25519"}},
@@ -80,7 +78,7 @@ func TestIdentityErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := write(t, c.data, c.mode)
-			_, err := LoadIdentity(dir)
+			_, err := LoadIdentity(dir, nil)
 			if err == nil || !containsAll(err.Error(), c.want...) {
 				t.Fatalf("err = %v, want it to mention %q", err, c.want)
 			}
@@ -92,14 +90,36 @@ func TestIdentityErrors(t *testing.T) {
 	}
 	t.Run("read-only 0400 is fine", func(t *testing.T) {
 		dir := write(t, goodBytes, 0o400)
-		k, err := LoadIdentity(dir)
+		k, err := LoadIdentity(dir, nil)
 		if err != nil || !k.Equals(good) {
 			t.Fatalf("LoadIdentity = %v", err)
 		}
 	})
+	t.Run("open modes are tightened", func(t *testing.T) {
+		for _, mode := range []os.FileMode{0o644, 0o640, 0o666} {
+			dir := write(t, goodBytes, mode)
+			k, err := LoadIdentity(dir, nil)
+			if err != nil || !k.Equals(good) {
+				t.Fatalf("LoadIdentity(%04o) = %v", mode, err)
+			}
+			if st, _ := os.Stat(filepath.Join(dir, IdentityFile)); st.Mode().Perm() != 0o600 {
+				t.Fatalf("mode %04o after loading, want 0600", st.Mode().Perm())
+			}
+		}
+	})
+	t.Run("symlink refused", func(t *testing.T) {
+		src := write(t, goodBytes, 0o600)
+		dir := t.TempDir()
+		if err := os.Symlink(filepath.Join(src, IdentityFile), filepath.Join(dir, IdentityFile)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadIdentity(dir, nil); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+			t.Fatalf("LoadIdentity(symlink) = %v", err)
+		}
+	})
 	t.Run("New reports it", func(t *testing.T) {
 		cfg := testConfig(t, testNetwork(t))
-		cfg.DataDir = write(t, goodBytes, 0o666)
+		cfg.DataDir = write(t, []byte("garbage"), 0o600)
 		if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "identity") {
 			t.Fatalf("New err = %v", err)
 		}

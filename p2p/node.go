@@ -85,7 +85,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	var key crypto.PrivKey
 	if cfg.DataDir != "" {
-		key, err = LoadIdentity(cfg.DataDir)
+		key, err = LoadIdentity(cfg.DataDir, cfg.Logger)
 	} else {
 		key, _, err = crypto.GenerateEd25519Key(rand.Reader)
 	}

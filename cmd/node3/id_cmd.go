@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 
@@ -27,7 +28,7 @@ the peer ID as --trust-coordinator.`,
 			if err := checkPort("p2p-port", port); err != nil {
 				return err
 			}
-			id, err := p2p.PeerIDFromDataDir(dataDir)
+			id, err := p2p.PeerIDFromDataDir(dataDir, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)))
 			if err != nil {
 				return err
 			}

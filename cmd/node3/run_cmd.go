@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/node3/node3"
 	"github.com/node3/node3/node"
 )
 
@@ -82,7 +83,7 @@ The node's own API (status, job history, earnings) listens on 127.0.0.1:8080.`,
 	fs.StringVar(&f.marketWallet, "marketplace-wallet", "", "coordinator: wallet rewards are paid from, Solana CLI format (default <data-dir>/marketplace_wallet.json)")
 	fs.IntVar(&f.batchSize, "payout-batch-size", 16, "coordinator: payouts per Solana transaction")
 	fs.DurationVar(&f.batchDelay, "payout-batch-delay", 500*time.Millisecond, "coordinator: how long a partial batch of payouts waits for more")
-	fs.StringVar(&f.adminKey, "admin-key", "", "coordinator admin key (prefer the environment variable; default: generated once and stored in <data-dir>/admin_api_key)")
+	fs.StringVar(&f.adminKey, "admin-key", "", "coordinator admin key, at least 32 characters, e.g. from \"openssl rand -base64 32\" (prefer the environment variable; default: generated once and stored in <data-dir>/admin_api_key)")
 	addP2PFlags(fs, &f.p2p)
 	bindEnv(fs, "data-dir", "NODE3_DATA_DIR")
 	bindEnv(fs, "marketplace-url", "MARKETPLACE_URL")
@@ -166,7 +167,7 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 	if f.coordinator {
 		fmt.Fprintf(out, "  marketplace API: %s\n", n.MarketplaceURL())
 		if addr := n.PayerAddress(); addr != "" {
-			fmt.Fprintf(out, "  payouts from:    %s on %s\n", addr, f.rpcURL)
+			fmt.Fprintf(out, "  payouts from:    %s on %s\n", addr, node3.RedactURL(f.rpcURL))
 		} else {
 			fmt.Fprintln(out, "  payments are off (no --solana-rpc-url): payouts stay pending")
 		}

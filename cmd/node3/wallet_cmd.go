@@ -28,7 +28,7 @@ func newWalletInfoCmd(a *adminFlags) *cobra.Command {
 			}
 			t := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(t, "Address\t%s\n", w.Address)
-			fmt.Fprintf(t, "Chain\t%s\n", w.RPCURL)
+			fmt.Fprintf(t, "Chain\t%s\n", node3.RedactURL(w.RPCURL)) // an older coordinator may send it whole
 			fmt.Fprintf(t, "Balance\t%s\n", w.Balance)
 			fmt.Fprintf(t, "Payouts pending\t%d (%s)\n", w.Pending, w.PendingLamports)
 			fmt.Fprintf(t, "Payouts in flight\t%d\n", w.InFlight)

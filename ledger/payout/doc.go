@@ -7,7 +7,7 @@
 //
 // # Use
 //
-//	eng, err := payout.New(payout.Config{Ledger: led, RPC: rpc.New(url), Payer: wallet, Logger: log})
+//	eng, err := payout.New(payout.Config{Ledger: led, RPC: payout.NewClient(url), Payer: wallet, Logger: log})
 //	go eng.Run(ctx)           // until ctx ends; returns nil
 //	eng.Notify()              // after a job completes (optional: Run also polls)
 //	st := eng.Status()        // backlog, in flight, last error ("insufficient funds in marketplace wallet …")

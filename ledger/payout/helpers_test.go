@@ -61,7 +61,7 @@ func newEnv(t testing.TB, cfg localchain.Config) *env {
 	e.led = e.openLedger()
 	t.Cleanup(func() { _ = e.led.Close() })
 	var err error
-	if e.payer, _, err = wallet.LoadOrCreate(filepath.Join(dir, "marketplace.json")); err != nil {
+	if e.payer, _, err = wallet.LoadOrCreate(filepath.Join(dir, "marketplace.json"), nil); err != nil {
 		t.Fatal(err)
 	}
 	return e

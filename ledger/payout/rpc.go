@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gagliardetto/solana-go"
 	"github.com/gagliardetto/solana-go/programs/system"
@@ -89,9 +91,14 @@ const (
 	codeInvalidParams         = -32602
 )
 
-// rpcErrorText renders an error from the rpc client in one line: solana-go
-// prints JSON-RPC errors as a multi-line dump.
+// rpcErrorText renders an error from the rpc client in one line of at
+// most maxErrorText bytes: solana-go prints JSON-RPC errors as a
+// multi-line dump, and what a node answers is outside input that goes to
+// logs and to the admin API.
 func rpcErrorText(err error) string {
+	if err == nil {
+		return ""
+	}
 	var re *jsonrpc.RPCError
 	if errors.As(err, &re) {
 		msg := fmt.Sprintf("rpc error %d: %s", re.Code, re.Message)
@@ -100,16 +107,32 @@ func rpcErrorText(err error) string {
 				msg += " (" + e + ")"
 			}
 		}
-		return msg
+		return oneLine(msg)
 	}
-	if err == nil {
-		return ""
+	return oneLine(err.Error())
+}
+
+// maxErrorText bounds rpcErrorText.
+const maxErrorText = 300
+
+// oneLine turns control characters into spaces, makes s valid UTF-8 and
+// cuts it at maxErrorText bytes (on a character boundary).
+func oneLine(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= maxErrorText {
+		return s
 	}
-	s := err.Error()
-	if len(s) > 300 {
-		s = s[:300] + "…"
+	cut := maxErrorText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
 	}
-	return s
+	return s[:cut] + "…"
 }
 
 // preflightErr returns the transaction error of a failed preflight as

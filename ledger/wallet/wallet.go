@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 
 	"github.com/gagliardetto/solana-go"
+
+	"github.com/node3/node3/internal/fileperm"
 )
 
 // Wallet is a keypair loaded from (or created in) a key file.
@@ -24,10 +26,13 @@ type Wallet struct {
 
 // LoadOrCreate loads the key file at path, or creates a new keypair there
 // (mode 0600, parent directory 0700) when it does not exist. created says
-// which happened. A file that others can read, or that is not a valid key,
-// is an error that names the file but never its contents.
-func LoadOrCreate(path string) (w *Wallet, created bool, err error) {
-	w, err = Load(path)
+// which happened. An existing file goes through fileperm's rule: open to
+// group or others, it is tightened to 0600 with a warning on log (nil
+// discards); a symlink or a file of another user is refused. A file that
+// is not a valid key is an error that names the file but never its
+// contents.
+func LoadOrCreate(path string, log *slog.Logger) (w *Wallet, created bool, err error) {
+	w, err = load(path, log)
 	if err == nil {
 		return w, false, nil
 	}
@@ -44,14 +49,13 @@ func LoadOrCreate(path string) (w *Wallet, created bool, err error) {
 	return &Wallet{key: key, path: path}, true, nil
 }
 
-// Load reads an existing key file.
-func Load(path string) (*Wallet, error) {
-	st, err := os.Stat(path)
-	if err != nil {
+// Load reads an existing key file, checked as LoadOrCreate does (without a
+// log for a tightened mode).
+func Load(path string) (*Wallet, error) { return load(path, nil) }
+
+func load(path string, log *slog.Logger) (*Wallet, error) {
+	if err := fileperm.Check(path, fileperm.File, log); err != nil {
 		return nil, fmt.Errorf("wallet: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("wallet: %s is readable by other users (mode %#o); run chmod 600 %s", path, st.Mode().Perm(), path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 
 func TestLoadOrCreate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "wallet.json")
-	w, created, err := LoadOrCreate(path)
+	w, created, err := LoadOrCreate(path, nil)
 	if err != nil || !created {
 		t.Fatalf("create: %v created=%v", err, created)
 	}
@@ -23,7 +23,7 @@ func TestLoadOrCreate(t *testing.T) {
 	if st.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %#o, want 0600", st.Mode().Perm())
 	}
-	w2, created, err := LoadOrCreate(path)
+	w2, created, err := LoadOrCreate(path, nil)
 	if err != nil || created {
 		t.Fatalf("reload: %v created=%v", err, created)
 	}
@@ -38,7 +38,7 @@ func TestLoadOrCreate(t *testing.T) {
 }
 
 func TestSecretNeverShown(t *testing.T) {
-	w, _, err := LoadOrCreate(filepath.Join(t.TempDir(), "w.json"))
+	w, _, err := LoadOrCreate(filepath.Join(t.TempDir(), "w.json"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestSecretNeverShown(t *testing.T) {
 
 func TestLoadRejects(t *testing.T) {
 	dir := t.TempDir()
-	good, _, _ := LoadOrCreate(filepath.Join(dir, "good.json"))
+	good, _, _ := LoadOrCreate(filepath.Join(dir, "good.json"), nil)
 	goodBytes, _ := os.ReadFile(good.Path())
 	flipped := bytes.Replace(goodBytes, []byte("["), []byte("[1,"), 1)
 	cases := []struct {
@@ -65,7 +65,6 @@ func TestLoadRejects(t *testing.T) {
 		mode          os.FileMode
 		want          string
 	}{
-		{"world readable", string(goodBytes), 0o644, "readable by other users"},
 		{"garbage", "hello", 0o600, "JSON array"},
 		{"short", "[1,2,3]", 0o600, "3 numbers"},
 		{"not bytes", "[" + strings.Repeat("300,", 63) + "300]", 0o600, "not a byte"},
@@ -78,7 +77,7 @@ func TestLoadRejects(t *testing.T) {
 				t.Fatal(err)
 			}
 			os.Chmod(p, c.mode)
-			_, _, err := LoadOrCreate(p)
+			_, _, err := LoadOrCreate(p, nil)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want %q", err, c.want)
 			}
@@ -86,6 +85,37 @@ func TestLoadRejects(t *testing.T) {
 				t.Fatal("error shows a secret")
 			}
 		})
+	}
+}
+
+// TestLoadTightensMode: a wallet readable by others is made 0600, with a
+// warning naming it, and still loads; a symlinked one is refused.
+func TestLoadTightensMode(t *testing.T) {
+	dir := t.TempDir()
+	w, _, err := LoadOrCreate(filepath.Join(dir, "w.json"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(w.Path(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	w2, created, err := LoadOrCreate(w.Path(), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil || created || w2.Address() != w.Address() {
+		t.Fatalf("LoadOrCreate(0644) = %v, created %v", err, created)
+	}
+	if st, _ := os.Stat(w.Path()); st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %04o, want 0600", st.Mode().Perm())
+	}
+	if !strings.Contains(logs.String(), w.Path()) || !strings.Contains(logs.String(), "old_mode=0644") {
+		t.Errorf("no warning naming the file: %q", logs.String())
+	}
+	link := filepath.Join(dir, "link.json")
+	if err := os.Symlink(w.Path(), link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadOrCreate(link, nil); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("LoadOrCreate(symlink) = %v, want a refusal", err)
 	}
 }
 
