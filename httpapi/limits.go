@@ -65,7 +65,7 @@ func ParseRate(s string) (Rate, error) {
 		return Rate{}, bad
 	}
 	n, err := strconv.ParseFloat(strings.TrimSpace(nS), 64)
-	if err != nil || n <= 0 || math.IsInf(n, 0) || n > 1e9 {
+	if err != nil || !(n > 0 && n <= 1e9) { // NaN and Inf fail too
 		return Rate{}, bad
 	}
 	var per float64
