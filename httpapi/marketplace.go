@@ -326,11 +326,11 @@ func (m *MarketplaceAPI) job(w http.ResponseWriter, r *http.Request) {
 		}
 		agentID = a.ID
 	}
-	limitClass, limitKey := classAdmin, "admin"
+	class, who := classAdmin, "admin"
 	if !isAdmin {
-		limitClass, limitKey = classAgent, agentID
+		class, who = classAgent, agentID
 	}
-	if !m.lim.take(w, limitClass, limitKey) {
+	if !m.lim.take(w, class, who) {
 		return
 	}
 	j, err := m.cfg.Market.Job(r.Context(), r.PathValue("id"))
