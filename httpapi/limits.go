@@ -115,6 +115,11 @@ type Limits struct {
 	// (default 1024: room for many agents in a 30 s long-poll); negative:
 	// no cap.
 	MaxConnections int
+	// MaxConnectionsPerClient caps those of one client address (IPv4
+	// address, IPv6 /64; the TCP peer, proxies or not): past it a new
+	// connection is closed at once, so one client cannot hold every slot
+	// of MaxConnections (default 256; negative: no cap).
+	MaxConnectionsPerClient int
 	// MaxClients bounds the buckets each class remembers (default 10000):
 	// idle buckets are dropped, and past the bound some others are.
 	MaxClients int
@@ -127,13 +132,14 @@ type Limits struct {
 // DefaultLimits returns the limits the zero Limits stands for.
 func DefaultLimits() Limits {
 	return Limits{
-		Public:         Rate{Limit: 20, Burst: 40},
-		Register:       Rate{Limit: 0.1, Burst: 5},
-		AuthFailure:    Rate{Limit: 1, Burst: 10},
-		Agent:          Rate{Limit: 50, Burst: 100},
-		Admin:          Rate{Limit: 50, Burst: 100},
-		MaxConnections: 1024,
-		MaxClients:     10000,
+		Public:                  Rate{Limit: 20, Burst: 40},
+		Register:                Rate{Limit: 0.1, Burst: 5},
+		AuthFailure:             Rate{Limit: 1, Burst: 10},
+		Agent:                   Rate{Limit: 50, Burst: 100},
+		Admin:                   Rate{Limit: 50, Burst: 100},
+		MaxConnections:          1024,
+		MaxConnectionsPerClient: 256,
+		MaxClients:              10000,
 	}
 }
 
@@ -153,20 +159,95 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxConnections == 0 {
 		l.MaxConnections = d.MaxConnections
 	}
+	if l.MaxConnectionsPerClient == 0 {
+		l.MaxConnectionsPerClient = d.MaxConnectionsPerClient
+	}
 	if l.MaxClients <= 0 {
 		l.MaxClients = d.MaxClients
 	}
 	return l
 }
 
-// LimitListener applies l's connection cap to ln: past MaxConnections open
-// connections, the next waits in the kernel's backlog until one closes.
+// LimitListener applies l's connection caps to ln: past MaxConnections
+// open connections, the next waits in the kernel's backlog until one
+// closes; past MaxConnectionsPerClient of one client, its next is closed.
 func LimitListener(ln net.Listener, l Limits) net.Listener {
 	l = l.withDefaults()
-	if l.Off || l.MaxConnections < 0 {
+	if l.Off {
 		return ln
 	}
-	return netutil.LimitListener(ln, l.MaxConnections)
+	if l.MaxConnectionsPerClient > 0 {
+		ln = &clientCapListener{Listener: ln, max: l.MaxConnectionsPerClient, open: make(map[string]int)}
+	}
+	if l.MaxConnections > 0 {
+		ln = netutil.LimitListener(ln, l.MaxConnections)
+	}
+	return ln
+}
+
+// clientCapListener closes a new connection whose client already holds
+// max open ones. Its map holds only clients with open connections.
+type clientCapListener struct {
+	net.Listener
+	max  int
+	mu   sync.Mutex
+	open map[string]int
+}
+
+func (l *clientCapListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		key := addrKey(c.RemoteAddr())
+		l.mu.Lock()
+		ok := l.open[key] < l.max
+		if ok {
+			l.open[key]++
+		}
+		l.mu.Unlock()
+		if ok {
+			return &clientConn{Conn: c, l: l, key: key}, nil
+		}
+		c.Close()
+	}
+}
+
+type clientConn struct {
+	net.Conn
+	l    *clientCapListener
+	key  string
+	once sync.Once
+}
+
+func (c *clientConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.open[c.key]--; c.l.open[c.key] <= 0 {
+			delete(c.l.open, c.key)
+		}
+		c.l.mu.Unlock()
+	})
+	return err
+}
+
+// addrKey is the client key of a TCP peer (see clientKey).
+func addrKey(a net.Addr) string {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return "peer " + a.String()
+	}
+	return ipKey(ap.Addr().Unmap())
+}
+
+func ipKey(ip netip.Addr) string {
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
 
 // limitClass names a bucket set; its String is the metric label.
@@ -297,11 +378,7 @@ func (l *limiter) clientKey(r *http.Request) string {
 			}
 		}
 	}
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
+	return ipKey(ip)
 }
 
 func (l *limiter) isTrusted(ip netip.Addr) bool {

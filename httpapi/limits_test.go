@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -305,71 +306,123 @@ func TestLimitsClient(t *testing.T) {
 	wantCode(t, "second registration", err, node3.CodeRateLimited)
 }
 
-// TestConnectionCap: with a cap of N open connections, N requests held in
-// a handler keep the N+1th from being served until one of them ends.
-func TestConnectionCap(t *testing.T) {
-	const capN = 3
+// gatedServer serves, behind LimitListener with l, a handler that holds
+// GET /hold until release is called; entered gets a value per held one.
+func gatedServer(t *testing.T, l httpapi.Limits, holds int) (url string, entered <-chan struct{}, release func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	entered := make(chan struct{}, capN)
-	release := make(chan struct{})
-	var releaseOnce sync.Once
+	in := make(chan struct{}, holds)
+	gate := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hold" {
-			entered <- struct{}{}
-			<-release
+			in <- struct{}{}
+			<-gate
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(httpapi.LimitListener(ln, httpapi.Limits{MaxConnections: capN})) }()
+	go func() { served <- srv.Serve(httpapi.LimitListener(ln, l)) }()
 	t.Cleanup(func() {
-		releaseOnce.Do(func() { close(release) })
+		release()
 		srv.Close()
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	url := "http://" + ln.Addr().String()
-	get := func(ctx context.Context, path string) error {
-		// A transport per request: one connection each, closed after.
-		tr := &http.Transport{DisableKeepAlives: true}
-		defer tr.CloseIdleConnections()
-		req, err := http.NewRequestWithContext(ctx, "GET", url+path, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := (&http.Client{Transport: tr}).Do(req)
-		if err != nil {
-			return err
-		}
-		return resp.Body.Close()
+	return "http://" + ln.Addr().String(), in, release
+}
+
+// getFrom sends GET url on a connection of its own from the local
+// address from (any 127.x.y.z works on Linux loopback).
+func getFrom(ctx context.Context, from, url string) error {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: d.DialContext}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return err
 	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// TestConnectionCap: with a cap of N open connections, N requests held in
+// a handler keep the N+1th from being served until one of them ends.
+func TestConnectionCap(t *testing.T) {
+	const capN = 3
+	url, entered, release := gatedServer(t, httpapi.Limits{MaxConnections: capN}, capN)
 	held := make(chan error, capN)
-	for range capN {
-		go func() { held <- get(context.Background(), "/hold") }()
+	for i := range capN {
+		// From different addresses: the cap is over all clients.
+		go func() { held <- getFrom(context.Background(), "127.0.0."+strconv.Itoa(i+1), url+"/hold") }()
 	}
 	for range capN {
 		<-entered // all N connections are open and in the handler
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-	err = get(ctx, "/quick")
+	err := getFrom(ctx, "127.0.0.9", url+"/quick")
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("request N+1 while N are held: %v, want it to wait past its deadline", err)
 	}
-	releaseOnce.Do(func() { close(release) })
+	release()
 	for range capN {
 		if err := <-held; err != nil {
 			t.Fatalf("held request: %v", err)
 		}
 	}
-	if err := get(t.Context(), "/quick"); err != nil {
+	if err := getFrom(t.Context(), "127.0.0.9", url+"/quick"); err != nil {
 		t.Fatalf("request once the held ones ended: %v", err)
 	}
-	// Off: no cap.
+}
+
+// TestConnectionCapPerClient: a client holding its share of connections
+// has its next one closed at once, while other clients still get in.
+func TestConnectionCapPerClient(t *testing.T) {
+	const perClient = 2
+	url, entered, release := gatedServer(t, httpapi.Limits{MaxConnectionsPerClient: perClient}, perClient)
+	held := make(chan error, perClient)
+	for range perClient {
+		go func() { held <- getFrom(context.Background(), "127.0.0.1", url+"/hold") }()
+	}
+	for range perClient {
+		<-entered
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := getFrom(ctx, "127.0.0.1", url+"/quick"); err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a third connection of one client: %v, want it closed at once", err)
+	}
+	if err := getFrom(ctx, "127.0.0.2", url+"/quick"); err != nil {
+		t.Fatalf("another client: %v", err)
+	}
+	release()
+	for range perClient {
+		if err := <-held; err != nil {
+			t.Fatalf("held request: %v", err)
+		}
+	}
+	// Its connections closed, the client gets in again.
+	if err := getFrom(ctx, "127.0.0.1", url+"/quick"); err != nil {
+		t.Fatalf("the client once its connections closed: %v", err)
+	}
+}
+
+// TestLimitListenerOff: with the limits off the listener is not wrapped.
+func TestLimitListenerOff(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
 	if got := httpapi.LimitListener(ln, httpapi.Limits{Off: true}); got != ln {
 		t.Errorf("LimitListener with limits off wrapped the listener")
 	}

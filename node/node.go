@@ -39,7 +39,7 @@ type Config struct {
 	MarketplaceURL    string // the coordinator a provider works for (default: this node's own when it is one)
 	AdminKey          string // coordinator admin key; empty: loaded from or created in DataDir/admin_api_key
 	// Limits are the marketplace API's abuse limits: request rates per
-	// client address and per key, and the cap on open connections (zero
+	// client address and per key, and the caps on open connections (zero
 	// value: httpapi.DefaultLimits; Off: none).
 	Limits httpapi.Limits
 	// NodeAPIHosts are the Host names, besides localhost and loopback

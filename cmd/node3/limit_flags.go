@@ -44,6 +44,7 @@ func addLimitFlags(fs *pflag.FlagSet, f *limitFlags) {
 		fs.Var(rateValue{r.rate}, r.name, "coordinator: request rate "+r.usage+": N/s, N/m or N/h, then ,BURST; or off")
 	}
 	fs.IntVar(&l.MaxConnections, "max-connections", l.MaxConnections, "coordinator: most connections the marketplace API holds open at once (-1: no cap); each long-polling agent holds one")
+	fs.IntVar(&l.MaxConnectionsPerClient, "max-connections-per-client", l.MaxConnectionsPerClient, "coordinator: most of those one client address (IPv6: /64) may hold (-1: no cap)")
 	fs.StringSliceVar(&f.proxies, "trusted-proxy", nil, "coordinator: address or CIDR of a reverse proxy whose X-Forwarded-For names the client for the limits (repeatable)")
 	fs.StringSliceVar(&f.nodeAPIHosts, "node-api-host", nil, "a Host name the node API answers to besides localhost and loopback addresses, e.g. when it sits behind a proxy (repeatable; * for any, which lets web pages in through DNS rebinding)")
 	bindEnv(fs, "rate-limits", "NODE3_RATE_LIMITS")
@@ -57,6 +58,9 @@ func (f limitFlags) config() (httpapi.Limits, error) {
 	l.Off = !f.enabled
 	if l.MaxConnections == 0 || l.MaxConnections < -1 {
 		return l, fmt.Errorf("--max-connections %d: want at least 1, or -1 for no cap", l.MaxConnections)
+	}
+	if l.MaxConnectionsPerClient == 0 || l.MaxConnectionsPerClient < -1 {
+		return l, fmt.Errorf("--max-connections-per-client %d: want at least 1, or -1 for no cap", l.MaxConnectionsPerClient)
 	}
 	for _, s := range f.proxies {
 		s = strings.TrimSpace(s)
