@@ -20,6 +20,7 @@ const (
 	CodeForbidden     Code = "forbidden"     // known credentials, not allowed
 	CodeUnavailable   Code = "unavailable"   // shutting down, overloaded: try again
 	CodeTooLarge      Code = "too_large"     // a body or field over its limit
+	CodeRateLimited   Code = "rate_limited"  // over a request limit: try again after a while
 	CodeInternal      Code = "internal"      // a bug or an I/O failure
 )
 

@@ -66,6 +66,18 @@ type Config struct {
 	AdminKey      string
 	Version       string
 	Logger        *slog.Logger
+
+	// Limits are the coordinator API's abuse limits. Nil turns them off:
+	// every node and client of a harness is one address, 127.0.0.1, and
+	// tests and benchmarks send it more than any one real client would.
+	Limits *httpapi.Limits
+}
+
+func (nw *Network) limits() httpapi.Limits {
+	if nw.cfg.Limits == nil {
+		return httpapi.Limits{Off: true}
+	}
+	return *nw.cfg.Limits
 }
 
 // ChainDirName is the local chain's ledger directory inside Config.Dir.
@@ -160,6 +172,7 @@ func (nw *Network) startCoordinator() error {
 		MarketplaceListen: nw.market,
 		NodeListen:        nw.cfg.NodeListen(0),
 		AdminKey:          nw.cfg.AdminKey,
+		Limits:            nw.limits(),
 		SolanaRPCURL:      nw.chainURL,
 		PayoutBatchDelay:  50 * time.Millisecond,
 		Lease:             nw.cfg.Lease,

@@ -300,7 +300,7 @@ func (c *Client) CreateJobOnce(ctx context.Context, key string, req CreateJobReq
 		var out JobResponse
 		err := c.doWith(ctx, "POST", "/api/admin/jobs/create", adminAuth, hdr, req, &out)
 		code := node3.ErrorCode(err)
-		if err == nil || attempt >= retry.Attempts || ctx.Err() != nil || (code != node3.CodeUnavailable && code != node3.CodeInternal) {
+		if err == nil || attempt >= retry.Attempts || ctx.Err() != nil || (code != node3.CodeUnavailable && code != node3.CodeInternal && code != node3.CodeRateLimited) {
 			return out.Job.Job, err
 		}
 		if retry.OnRetry != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/node3/node3"
+	"github.com/node3/node3/httpapi"
 )
 
 // Fuzz targets for every request decoder of the marketplace API: arbitrary
@@ -28,7 +29,8 @@ type fuzzMarket struct {
 }
 
 func newFuzzMarket(f *testing.F) *fuzzMarket {
-	m := newMarket(f, marketOpts{maxWait: 50 * time.Millisecond, offerTTL: time.Nanosecond})
+	// Limits off: a fuzzer is one client sending thousands of requests.
+	m := newMarket(f, marketOpts{maxWait: 50 * time.Millisecond, offerTTL: time.Nanosecond, limits: httpapi.Limits{Off: true}})
 	a, key, err := m.coord.RegisterAgent(f.Context(), node3.Agent{WalletAddress: walletA, GPUModel: "RTX 4090", GPUVendor: "NVIDIA", GPUMemory: 24 << 30})
 	if err != nil {
 		f.Fatal(err)

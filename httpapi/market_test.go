@@ -42,8 +42,11 @@ type market struct {
 }
 
 type marketOpts struct {
-	maxWait  time.Duration // longest long-poll (0: the API's default)
-	offerTTL time.Duration // how long a polled job is held from other polls (0: the default)
+	maxWait  time.Duration        // longest long-poll (0: the API's default)
+	offerTTL time.Duration        // how long a polled job is held from other polls (0: the default)
+	limits   httpapi.Limits       // the API's abuse limits (zero: the defaults)
+	now      func() time.Time     // the API's clock (nil: time.Now)
+	apiReg   *prometheus.Registry // the API's metrics (nil: its own)
 }
 
 func newMarket(t testing.TB, o marketOpts) *market {
@@ -66,7 +69,7 @@ func newMarket(t testing.TB, o marketOpts) *market {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := httpapi.NewMarketplace(httpapi.MarketplaceConfig{Market: coord, AdminKey: adminKey, MaxWait: o.maxWait, Version: "test"})
+	api := httpapi.NewMarketplace(httpapi.MarketplaceConfig{Market: coord, AdminKey: adminKey, MaxWait: o.maxWait, Version: "test", Limits: o.limits, Now: o.now, Registry: o.apiReg})
 	return &market{api: api, coord: coord, reg: reg, doc: doc}
 }
 

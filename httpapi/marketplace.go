@@ -54,6 +54,7 @@ type MarketplaceConfig struct {
 	Now      func() time.Time
 	Version  string
 	MaxWait  time.Duration // longest long-poll (default 30 s)
+	Limits   Limits        // abuse limits (zero value: the defaults; see limits.go)
 }
 
 // MarketplaceAPI serves the coordinator's REST API.
@@ -61,6 +62,7 @@ type MarketplaceAPI struct {
 	cfg MarketplaceConfig
 	rt  *router
 	log *slog.Logger
+	lim *limiter
 }
 
 //go:embed openapi/marketplace.json
@@ -85,6 +87,7 @@ func NewMarketplace(cfg MarketplaceConfig) *MarketplaceAPI {
 	}
 	m := &MarketplaceAPI{cfg: cfg, log: cfg.Logger}
 	m.rt = newRouter(cfg.Logger, cfg.Registry, "marketplace")
+	m.lim = newLimiter(cfg.Limits, cfg.Now, cfg.Registry, "marketplace")
 	m.rt.add(m.routes())
 	return m
 }
@@ -92,19 +95,20 @@ func NewMarketplace(cfg MarketplaceConfig) *MarketplaceAPI {
 func (m *MarketplaceAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.rt.ServeHTTP(w, r) }
 
 func (m *MarketplaceAPI) routes() []route {
+	public := func(h http.HandlerFunc) http.HandlerFunc { return m.lim.perIP(classPublic, h) }
 	return []route{
-		{"GET", "/health", "Health check", m.health},
-		{"GET", "/openapi.json", "This API's OpenAPI document", serveBytes(marketplaceOpenAPI)},
-		{"GET", "/metrics", "Prometheus metrics", metricsHandler(m.cfg.Registry)},
-		{"POST", "/api/agents/register", "Register a new agent", m.register},
+		{"GET", "/health", "Health check", public(m.health)},
+		{"GET", "/openapi.json", "This API's OpenAPI document", public(serveBytes(marketplaceOpenAPI))},
+		{"GET", "/metrics", "Prometheus metrics", public(metricsHandler(m.cfg.Registry))},
+		{"POST", "/api/agents/register", "Register a new agent", m.lim.perIP(classRegister, m.register)},
 		{"POST", "/api/jobs/available", "Get available jobs (long-poll with wait_seconds)", m.agent(m.available)},
 		{"GET", "/api/jobs/{id}", "A job (its holder or the admin)", m.job},
 		{"POST", "/api/jobs/{id}/accept", "Accept a job", m.agent(m.accept)},
 		{"POST", "/api/jobs/{id}/heartbeat", "Mark a job running and extend its lease", m.agent(m.heartbeat)},
 		{"POST", "/api/jobs/{id}/complete", "Report completion", m.agent(m.complete)},
 		{"POST", "/api/jobs/{id}/fail", "Report failure", m.agent(m.fail)},
-		{"GET", "/api/marketplace/agents", "List all agents", m.agents},
-		{"GET", "/api/marketplace/jobs", "List available jobs", m.marketJobs},
+		{"GET", "/api/marketplace/agents", "List all agents", public(m.agents)},
+		{"GET", "/api/marketplace/jobs", "List available jobs", public(m.marketJobs)},
 		{"POST", "/api/admin/jobs/create", "Create a new job (admin)", m.admin(m.createJob)},
 		{"GET", "/api/admin/jobs", "List jobs (admin)", m.admin(m.listJobs)},
 		{"POST", "/api/admin/jobs/{id}/cancel", "Cancel a job (admin)", m.admin(m.cancel)},
@@ -129,6 +133,9 @@ type agentHandler func(w http.ResponseWriter, r *http.Request, a node3.Agent)
 // agent authenticates an agent by its API key.
 func (m *MarketplaceAPI) agent(h agentHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if !m.lim.authAllowed(w, r) {
+			return
+		}
 		key := bearer(r)
 		if key == "" {
 			m.fail401(w, r, "an agent API key is required (Authorization: Bearer <key>)")
@@ -136,15 +143,20 @@ func (m *MarketplaceAPI) agent(h agentHandler) http.HandlerFunc {
 		}
 		a, err := m.cfg.Market.AgentByKey(r.Context(), key)
 		if err != nil {
-			writeError(w, m.log, r, err)
+			m.authError(w, r, err)
 			return
 		}
-		h(w, r, a)
+		if m.lim.take(w, classAgent, a.ID) {
+			h(w, r, a)
+		}
 	}
 }
 
 func (m *MarketplaceAPI) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if !m.lim.authAllowed(w, r) {
+			return
+		}
 		key := bearer(r)
 		if key == "" {
 			key = r.Header.Get("X-Admin-Key")
@@ -153,11 +165,23 @@ func (m *MarketplaceAPI) admin(h http.HandlerFunc) http.HandlerFunc {
 			m.fail401(w, r, "the admin API key is missing or wrong")
 			return
 		}
-		h(w, r)
+		if m.lim.take(w, classAdmin, "admin") {
+			h(w, r)
+		}
 	}
 }
 
+// authError answers a failed key lookup; an unknown key counts against
+// the caller's address.
+func (m *MarketplaceAPI) authError(w http.ResponseWriter, r *http.Request, err error) {
+	if node3.ErrorCode(err) == node3.CodeUnauthorized {
+		m.lim.authFailed(r)
+	}
+	writeError(w, m.log, r, err)
+}
+
 func (m *MarketplaceAPI) fail401(w http.ResponseWriter, r *http.Request, msg string) {
+	m.lim.authFailed(r)
 	w.Header().Set("WWW-Authenticate", `Bearer realm="node3"`)
 	writeError(w, m.log, r, node3.Errorf(node3.CodeUnauthorized, "%s", msg))
 }
@@ -307,6 +331,9 @@ func (m *MarketplaceAPI) fail(w http.ResponseWriter, r *http.Request, a node3.Ag
 
 // job shows one job to the admin, or to the agent that holds or held it.
 func (m *MarketplaceAPI) job(w http.ResponseWriter, r *http.Request) {
+	if !m.lim.authAllowed(w, r) {
+		return
+	}
 	key := bearer(r)
 	isAdmin := keyMatches(key, m.cfg.AdminKey) || keyMatches(r.Header.Get("X-Admin-Key"), m.cfg.AdminKey)
 	var agentID string
@@ -317,10 +344,17 @@ func (m *MarketplaceAPI) job(w http.ResponseWriter, r *http.Request) {
 		}
 		a, err := m.cfg.Market.AgentByKey(r.Context(), key)
 		if err != nil {
-			writeError(w, m.log, r, err)
+			m.authError(w, r, err)
 			return
 		}
 		agentID = a.ID
+	}
+	class, who := classAdmin, "admin"
+	if !isAdmin {
+		class, who = classAgent, agentID
+	}
+	if !m.lim.take(w, class, who) {
+		return
 	}
 	j, err := m.cfg.Market.Job(r.Context(), r.PathValue("id"))
 	if err == nil && !isAdmin && j.AgentID != agentID {

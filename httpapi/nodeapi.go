@@ -61,13 +61,19 @@ type NodeConfig struct {
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
 	Now      func() time.Time
+	// AllowedHosts are the names, besides localhost, *.localhost and
+	// loopback addresses, that requests may carry in Host (any port);
+	// others get 421, which keeps web pages out through DNS rebinding.
+	// "*" allows any.
+	AllowedHosts []string
 }
 
 // NodeAPI serves the node's own API (the dashboard's data).
 type NodeAPI struct {
-	cfg NodeConfig
-	rt  *router
-	log *slog.Logger
+	cfg   NodeConfig
+	rt    *router
+	log   *slog.Logger
+	hosts hostCheck
 }
 
 //go:embed openapi/node.json
@@ -84,13 +90,19 @@ func NewNodeAPI(cfg NodeConfig) *NodeAPI {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	n := &NodeAPI{cfg: cfg, log: cfg.Logger}
+	n := &NodeAPI{cfg: cfg, log: cfg.Logger, hosts: newHostCheck(cfg.AllowedHosts)}
 	n.rt = newRouter(cfg.Logger, cfg.Registry, "node")
 	n.rt.add(n.routes())
 	return n
 }
 
-func (n *NodeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) { n.rt.ServeHTTP(w, r) }
+func (n *NodeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !n.hosts.allows(r.Host) {
+		n.hosts.refuse(w, r)
+		return
+	}
+	n.rt.ServeHTTP(w, r)
+}
 
 func (n *NodeAPI) routes() []route {
 	return []route{

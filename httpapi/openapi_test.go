@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -503,7 +504,7 @@ type server struct {
 
 func servers() []server {
 	m := NewMarketplace(MarketplaceConfig{})
-	n := NewNodeAPI(NodeConfig{})
+	n := NewNodeAPI(NodeConfig{AllowedHosts: []string{"example.com"}}) // httptest's Host
 	return []server{
 		{"marketplace", marketplaceOpenAPI, m.routes(), m},
 		{"node", nodeOpenAPI, n.routes(), n},
@@ -930,30 +931,38 @@ func TestNodeAPIMatchesDocument(t *testing.T) {
 		h            http.Handler
 		method, path string
 		want         int
+		host         string // default localhost:8080
 	}{
-		{good, "GET", "/api/status", 200},
-		{good, "GET", "/api/jobs", 200},
-		{good, "GET", "/api/jobs?limit=1000", 200},
-		{good, "GET", "/api/earnings", 200},
-		{good, "GET", "/api/marketplace/jobs", 200},
-		{good, "GET", "/api/marketplace/agents", 200},
-		{good, "GET", "/openapi.json", 200},
-		{good, "GET", "/metrics", 200},
-		{good, "GET", "/api/jobs?limit=abc", 400},
-		{good, "GET", "/api/jobs?limit=0", 400},
-		{good, "GET", "/api/jobs?limit=1001", 400},
-		{good, "POST", "/api/status", 405},
-		{good, "DELETE", "/api/jobs", 405},
-		{good, "GET", "/api/nope", 404},
-		{good, "GET", "/", 404},
-		{bad, "GET", "/api/status", 500},
-		{bad, "GET", "/api/jobs", 503},
-		{bad, "GET", "/api/earnings", 503},
-		{bad, "GET", "/api/marketplace/jobs", 503},
-		{bad, "GET", "/api/marketplace/agents", 503},
+		{good, "GET", "/api/status", 421, "evil.example"},
+		{good, "GET", "/api/jobs?limit=abc", 421, "evil.example:8080"},
+		{good, "GET", "/openapi.json", 421, "127.0.0.1.evil.example"},
+		{good, "GET", "/metrics", 200, "127.0.0.1:8080"},
+		{good, "GET", "/metrics", 200, "[::1]:8080"},
+		{good, "GET", "/api/status", 200, ""},
+		{good, "GET", "/api/jobs", 200, ""},
+		{good, "GET", "/api/jobs?limit=1000", 200, ""},
+		{good, "GET", "/api/earnings", 200, ""},
+		{good, "GET", "/api/marketplace/jobs", 200, ""},
+		{good, "GET", "/api/marketplace/agents", 200, ""},
+		{good, "GET", "/openapi.json", 200, ""},
+		{good, "GET", "/metrics", 200, ""},
+		{good, "GET", "/api/jobs?limit=abc", 400, ""},
+		{good, "GET", "/api/jobs?limit=0", 400, ""},
+		{good, "GET", "/api/jobs?limit=1001", 400, ""},
+		{good, "POST", "/api/status", 405, ""},
+		{good, "DELETE", "/api/jobs", 405, ""},
+		{good, "GET", "/api/nope", 404, ""},
+		{good, "GET", "/", 404, ""},
+		{bad, "GET", "/api/status", 500, ""},
+		{bad, "GET", "/api/jobs", 503, ""},
+		{bad, "GET", "/api/earnings", 503, ""},
+		{bad, "GET", "/api/marketplace/jobs", 503, ""},
+		{bad, "GET", "/api/marketplace/agents", 503, ""},
 	} {
 		rec := httptest.NewRecorder()
-		c.h.ServeHTTP(rec, httptest.NewRequest(c.method, c.path, nil))
+		req := httptest.NewRequest(c.method, c.path, nil)
+		req.Host = cmp.Or(c.host, "localhost:8080")
+		c.h.ServeHTTP(rec, req)
 		if rec.Code != c.want {
 			t.Errorf("%s %s: %d, want %d: %s", c.method, c.path, rec.Code, c.want, rec.Body)
 			continue

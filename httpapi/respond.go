@@ -34,6 +34,8 @@ func statusOf(code node3.Code) int {
 		return http.StatusRequestEntityTooLarge
 	case node3.CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case node3.CodeRateLimited:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -55,7 +57,9 @@ func codeOf(status int) node3.Code {
 		return node3.CodeForbidden
 	case http.StatusRequestEntityTooLarge:
 		return node3.CodeTooLarge
-	case http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusBadGateway, http.StatusGatewayTimeout:
+	case http.StatusTooManyRequests:
+		return node3.CodeRateLimited
+	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return node3.CodeUnavailable
 	}
 	return node3.CodeInternal

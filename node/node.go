@@ -41,6 +41,13 @@ type Config struct {
 	NodeListen        string // node API address (default "127.0.0.1:8080")
 	MarketplaceURL    string // the coordinator a provider works for (default: this node's own when it is one)
 	AdminKey          string // coordinator admin key, at least MinAdminKeyLen characters; empty: loaded from or created in DataDir/admin_api_key
+	// Limits are the marketplace API's abuse limits: request rates per
+	// client address and per key, and the caps on open connections (zero
+	// value: httpapi.DefaultLimits; Off: none).
+	Limits httpapi.Limits
+	// NodeAPIHosts are the Host names, besides localhost and loopback
+	// addresses, the node API answers to ("*": any).
+	NodeAPIHosts []string
 
 	Simulate      bool        // SKIP_GPU_CHECK: report simulated GPUs
 	SimulatedGPUs []node3.GPU // which ones (default gpu.SimulatedPreset(0))
@@ -189,9 +196,11 @@ func (n *Node) setupCoordinator(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if n.marketLn, err = net.Listen("tcp", n.cfg.MarketplaceListen); err != nil {
+	ln, err := net.Listen("tcp", n.cfg.MarketplaceListen)
+	if err != nil {
 		return fmt.Errorf("node: marketplace API on %s: %w", n.cfg.MarketplaceListen, err)
 	}
+	n.marketLn = httpapi.LimitListener(ln, n.cfg.Limits)
 	return nil
 }
 
@@ -357,6 +366,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.coord != nil {
 		mc := httpapi.MarketplaceConfig{
 			Market: n.coord, AdminKey: n.adminKey, Logger: n.log, Registry: n.reg, Now: n.cfg.Now, Version: n.cfg.Version,
+			Limits: n.cfg.Limits,
 		}
 		if n.pay != nil {
 			mc.Payments = n.pay
@@ -371,7 +381,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.goRun(func() { n.coord.Run(ctx) })
 		n.log.Info("marketplace API listening", "url", n.MarketplaceURL())
 	}
-	n.serve(n.nodeLn, httpapi.NewNodeAPI(httpapi.NodeConfig{Node: n, Logger: n.log, Registry: n.reg, Now: n.cfg.Now}))
+	n.serve(n.nodeLn, httpapi.NewNodeAPI(httpapi.NodeConfig{Node: n, Logger: n.log, Registry: n.reg, Now: n.cfg.Now, AllowedHosts: n.cfg.NodeAPIHosts}))
 	n.log.Info("node API listening", "url", n.NodeURL())
 	if n.prov != nil {
 		n.goRun(func() {

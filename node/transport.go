@@ -105,7 +105,7 @@ func (t *httpTransport) reregister(ctx context.Context) error {
 			t.log.Info("registered with the marketplace", "agent", resp.AgentID, "marketplace", t.cfg.Client.BaseURL(), "wallet", t.cfg.Wallet)
 			return nil
 		}
-		if c := node3.ErrorCode(err); c != node3.CodeUnavailable && c != node3.CodeInternal {
+		if c := node3.ErrorCode(err); c != node3.CodeUnavailable && c != node3.CodeRateLimited && c != node3.CodeInternal {
 			return fmt.Errorf("registering with %s: %w", t.cfg.Client.BaseURL(), err)
 		}
 		t.connected.Store(false)

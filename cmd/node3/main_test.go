@@ -44,6 +44,12 @@ func TestBadInput(t *testing.T) {
 	}{
 		{[]string{"run", "--marketplace-port", "70000"}, "not a port"},
 		{[]string{"run", "--slots", "0"}, "--slots"},
+		{[]string{"run", "--limit-register", "5/d"}, "N/s, N/m or N/h"},
+		{[]string{"run", "--limit-agent", "10/s,0"}, "N/s, N/m or N/h"},
+		{[]string{"run", "--max-connections", "0"}, "--max-connections"},
+		{[]string{"run", "--max-connections-per-client", "-2"}, "--max-connections-per-client"},
+		{[]string{"run", "--trusted-proxy", "proxy.example"}, "--trusted-proxy"},
+		{[]string{"run", "--node-api-host", "http://x/"}, "--node-api-host"},
 		{[]string{"up", "--providers", "-1"}, "--providers"},
 		{[]string{"run", "--log-level", "loud", "--data-dir", "DIR"}, "log level"},
 		{[]string{"admin", "stats", "--admin-key", ""}, "admin API key is required"},

@@ -27,6 +27,7 @@ type runFlags struct {
 	batchSize              int
 	batchDelay             time.Duration
 	p2p                    p2pFlags
+	limits                 limitFlags
 }
 
 func newRunCmd() *cobra.Command {
@@ -85,6 +86,7 @@ The node's own API (status, job history, earnings) listens on 127.0.0.1:8080.`,
 	fs.DurationVar(&f.batchDelay, "payout-batch-delay", 500*time.Millisecond, "coordinator: how long a partial batch of payouts waits for more")
 	fs.StringVar(&f.adminKey, "admin-key", "", "coordinator admin key, at least 32 characters, e.g. from \"openssl rand -base64 32\" (prefer the environment variable; default: generated once and stored in <data-dir>/admin_api_key)")
 	addP2PFlags(fs, &f.p2p)
+	addLimitFlags(fs, &f.limits)
 	bindEnv(fs, "data-dir", "NODE3_DATA_DIR")
 	bindEnv(fs, "marketplace-url", "MARKETPLACE_URL")
 	bindEnv(fs, "marketplace-port", "MARKETPLACE_PORT")
@@ -118,6 +120,14 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 	if f.slots < 1 || f.slots > 1024 {
 		return fmt.Errorf("--slots %d: want 1–1024", f.slots)
 	}
+	limits, err := f.limits.config()
+	if err != nil {
+		return err
+	}
+	nodeAPIHosts, err := f.limits.hosts()
+	if err != nil {
+		return err
+	}
 	role := "agent"
 	if f.coordinator {
 		role = "coordinator"
@@ -131,6 +141,7 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 	if err != nil {
 		return err
 	}
+
 	ctx := cmd.Context()
 	n, err := node.New(ctx, node.Config{
 		DataDir:               f.dataDir,
@@ -140,6 +151,8 @@ func runNode(cmd *cobra.Command, f runFlags) error {
 		NodeListen:            net.JoinHostPort(f.agentHost, strconv.Itoa(f.agentPort)),
 		MarketplaceURL:        f.marketURL,
 		AdminKey:              f.adminKey,
+		Limits:                limits,
+		NodeAPIHosts:          nodeAPIHosts,
 		Simulate:              f.skipGPU,
 		AllowCommands:         f.allowCommands,
 		Slots:                 f.slots,
