@@ -51,6 +51,16 @@ func TestFaultInjection(t *testing.T) {
 	}
 	faults.Remove(never)
 
+	// Each fault the test must see once comes first as a one-shot rule, so
+	// it fires on the next request of its method whatever the random rolls
+	// do; the random rules behind it keep firing through the waves.
+	once := map[string]localchain.RuleID{
+		"send drop":            must(localchain.FaultRule{Method: "sendTransaction", Kind: localchain.FaultDrop, Count: 1}),
+		"send drop-response":   must(localchain.FaultRule{Method: "sendTransaction", Kind: localchain.FaultDropResponse, Count: 1}),
+		"statuses drop":        must(localchain.FaultRule{Method: "getSignatureStatuses", Kind: localchain.FaultDrop, Count: 1}),
+		"blockhash rpc-error":  must(localchain.FaultRule{Method: "getLatestBlockhash", Kind: localchain.FaultRPCError, Count: 1}),
+		"every method delayed": must(localchain.FaultRule{Kind: localchain.FaultDelay, Delay: 5 * time.Millisecond, Count: 1}),
+	}
 	rules := map[string]localchain.RuleID{
 		"send drop":            must(localchain.FaultRule{Method: "sendTransaction", Kind: localchain.FaultDrop, Probability: 0.15}),
 		"send drop-response":   must(localchain.FaultRule{Method: "sendTransaction", Kind: localchain.FaultDropResponse, Probability: 0.15}),
@@ -77,10 +87,10 @@ func TestFaultInjection(t *testing.T) {
 	for name, id := range rules {
 		fired[name] = faults.Fired(id)
 	}
-	t.Logf("faults fired: %v", fired)
-	for _, name := range []string{"send drop", "send drop-response", "statuses drop", "blockhash rpc-error", "every method delayed"} {
-		if fired[name] == 0 {
-			t.Errorf("fault %q never fired", name)
+	t.Logf("faults fired at random: %v", fired)
+	for name, id := range once {
+		if faults.Fired(id) != 1 {
+			t.Errorf("fault %q fired %d times, want its one-shot rule once", name, faults.Fired(id))
 		}
 	}
 	r := e.reconcile()
