@@ -217,7 +217,12 @@ func TestCoordinatorRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("report never reached the outbox: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond) // let a retry or two fail
+	// Restart only once a delivery has failed against the dead coordinator.
+	if err := poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		return counter(nw.Provider(p).Registry(), "node3_provider_reports_total", "result", "retry") >= 1, nil
+	}); err != nil {
+		t.Fatalf("no delivery was tried while the coordinator was down: %v", err)
+	}
 	if err := nw.RestartCoordinator(); err != nil {
 		t.Fatal(err)
 	}

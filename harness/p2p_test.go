@@ -203,7 +203,12 @@ func TestP2PPartitionAfterAccept(t *testing.T) {
 	if got, _ := nw.Coordinator().Ledger().Job(ctx, j.ID); got.Status != node3.StatusRunning {
 		t.Fatalf("during the partition the coordinator has the job %s", got.Status)
 	}
-	time.Sleep(300 * time.Millisecond) // a delivery attempt or two fail
+	// Heal only once a delivery attempt has failed for real.
+	if err := poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		return counter(prov.Registry(), "node3_provider_reports_total", "result", "retry") >= 1, nil
+	}); err != nil {
+		t.Fatalf("no delivery was tried during the partition: %v", err)
+	}
 	if err := nw.Heal(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -315,10 +320,18 @@ func TestP2PLateJoiner(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The postings went out while it was away; nobody else can take them.
-	time.Sleep(100 * time.Millisecond)
-	open, err := nw.Provider(0).MarketplaceJobs(ctx)
-	if err != nil || len(open) != 5 {
+	var open []node3.Job
+	if err := poll(ctx, 5*time.Millisecond, func() (bool, error) {
+		var err error
+		open, err = nw.Provider(0).MarketplaceJobs(ctx)
+		return len(open) == 5, err
+	}); err != nil {
 		t.Fatalf("provider-1's board holds %d jobs (%v); want the 5 open ones", len(open), err)
+	}
+	for _, id := range ids {
+		if j, _ := nw.Coordinator().Ledger().Job(ctx, id); j.Status != node3.StatusAvailable {
+			t.Fatalf("job %s is %s while its only provider is away", id, j.Status)
+		}
 	}
 	if err := nw.Restart(late); err != nil {
 		t.Fatal(err)

@@ -144,6 +144,21 @@ func checkExchange(doc *httpapi.APIDoc, method, path string, reqBody []byte, sta
 	return nil
 }
 
+// gauge reads a gauge without labels.
+func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
 func pollCount(t testing.TB, reg *prometheus.Registry) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -208,17 +223,17 @@ func TestMarketplaceFlow(t *testing.T) {
 		at   time.Time
 	}
 	got := make(chan polled, 1)
-	before := pollCount(t, m.reg)
 	go func() {
 		jobs, err := a.Available(ctx, 10, nil, wait)
 		got <- polled{jobs, err, time.Now()}
 	}()
-	for deadline := time.Now().Add(5 * time.Second); pollCount(t, m.reg) == before; time.Sleep(time.Millisecond) {
+	// The job is created only once the poll waits for one, so its answer
+	// proves the wake-up (the poll's first look would find it otherwise).
+	for deadline := time.Now().Add(5 * time.Second); gauge(t, m.reg, "node3_coordinator_polls_waiting") != 1; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the long-poll never reached the coordinator")
+			t.Fatal("the long-poll never waited at the coordinator")
 		}
 	}
-	time.Sleep(20 * time.Millisecond) // let it settle into its wait
 	created := time.Now()
 	job, err := admin.CreateJob(ctx, httpapi.CreateJobRequest{JobType: "test", Reward: httpapi.SOL(1_000_000), RequiresGPU: true, MinGPUMemory: 16 << 30, Description: "flow"})
 	if err != nil {

@@ -51,6 +51,7 @@ type Coordinator struct {
 type coordMetrics struct {
 	transitions *prometheus.CounterVec
 	polls       prometheus.Counter
+	waiting     prometheus.Gauge
 }
 
 // NewCoordinator returns a coordinator over cfg.Ledger. It must be made
@@ -99,10 +100,14 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 				Name: "node3_coordinator_polls_total",
 				Help: "Calls for available jobs.",
 			}),
+			waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "node3_coordinator_polls_waiting",
+				Help: "Long-polls waiting for a job right now.",
+			}),
 		},
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(c.metrics.transitions, c.metrics.polls)
+		cfg.Registerer.MustRegister(c.metrics.transitions, c.metrics.polls, c.metrics.waiting)
 	}
 	c.led.Watch(c.observe)
 	open, err := c.led.Jobs(ctx, ledger.JobFilter{Status: node3.StatusAvailable, Oldest: true, Limit: math.MaxInt})
@@ -275,12 +280,21 @@ func (c *Coordinator) AvailableJobs(ctx context.Context, a node3.Agent, limit in
 			}
 			return jobs, err
 		}
+		c.metrics.waiting.Inc()
+		over, gone := false, false
 		select {
 		case <-changed:
 		case <-recheck.C:
 		case <-deadline:
-			return nil, nil
+			over = true
 		case <-ctx.Done():
+			gone = true
+		}
+		c.metrics.waiting.Dec()
+		switch {
+		case over:
+			return nil, nil
+		case gone:
 			return nil, ctx.Err()
 		}
 	}

@@ -130,7 +130,6 @@ func TestNetworkDiscoveryAndGossip(t *testing.T) {
 		}
 		eventually(t, 5*time.Second, fmt.Sprintf("node %d receives %d postings", i, count), func() bool { return b.len() >= count })
 	}
-	time.Sleep(100 * time.Millisecond)
 	var lat []time.Duration
 	for i, b := range boxes {
 		got, from := b.snapshot()
@@ -226,7 +225,8 @@ func TestUntrustedPostingRejected(t *testing.T) {
 		s, ok := recv.PeerScore(rogue.ID())
 		return ok && s < 0
 	})
-	time.Sleep(100 * time.Millisecond)
+	// All four postings are accounted for (one delivered, three
+	// rejected): nothing else can arrive.
 	got, from := box.snapshot()
 	if len(got) != 1 || got[0].JobID != "good" || from[0] != trusted.ID() {
 		t.Fatalf("delivered %v from %v", got, from)
@@ -262,7 +262,7 @@ func TestAdvertForgedPeerRejected(t *testing.T) {
 	eventually(t, 5*time.Second, "forged advert rejected", func() bool {
 		return metricValue(recv.metrics.rejected.WithLabelValues(labelProviders, reasonAuthor)) == 1
 	})
-	time.Sleep(100 * time.Millisecond)
+	// Both adverts are accounted for: nothing else can arrive.
 	got, from := box.snapshot()
 	if len(got) != 1 || from[0] != honest.ID() || got[0].Peer != honest.ID() {
 		t.Fatalf("delivered %+v from %v", got, from)
@@ -306,13 +306,8 @@ func TestExpiredAndReplayedRejected(t *testing.T) {
 	next := testPosting(raw.h.ID(), "fresh", 8, now)
 	next.Kind, next.Job, next.Status = PostingStatus, nil, node3.StatusCancelled
 	send(next)
-	time.Sleep(100 * time.Millisecond)
-	got, _ := box.snapshot()
-	if len(got) != 2 || got[0].JobID != "fresh" || got[0].Seq != 7 || got[1].Seq != 8 {
-		t.Fatalf("delivered %+v", got)
-	}
 	m := recv.metrics
-	for _, c := range []struct {
+	counts := []struct {
 		v    *prometheus.CounterVec
 		why  string
 		want float64
@@ -320,7 +315,22 @@ func TestExpiredAndReplayedRejected(t *testing.T) {
 		{m.rejected, reasonExpired, 1},
 		{m.rejected, reasonFuture, 1},
 		{m.ignored, reasonReplay, 2},
-	} {
+	}
+	// Wait until all six are accounted for (two delivered, four refused);
+	// then nothing else can arrive.
+	eventually(t, 5*time.Second, "every posting delivered or refused", func() bool {
+		for _, c := range counts {
+			if metricValue(c.v.WithLabelValues(labelJobs, c.why)) < c.want {
+				return false
+			}
+		}
+		return box.len() >= 2
+	})
+	got, _ := box.snapshot()
+	if len(got) != 2 || got[0].JobID != "fresh" || got[0].Seq != 7 || got[1].Seq != 8 {
+		t.Fatalf("delivered %+v", got)
+	}
+	for _, c := range counts {
 		if got := metricValue(c.v.WithLabelValues(labelJobs, c.why)); got != c.want {
 			t.Errorf("%s = %v, want %v", c.why, got, c.want)
 		}
