@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,24 +145,38 @@ func TestBatching(t *testing.T) {
 	}
 }
 
-// TestBatchDelay: a partial batch waits BatchDelay for more payouts.
+// TestBatchDelay: a partial batch waits BatchDelay for more payouts. The
+// engine's clock is held still, so "not yet" is a fact, not a race.
 func TestBatchDelay(t *testing.T) {
 	e := newEnv(t, localchain.Config{SlotInterval: 2 * time.Millisecond, FinalizeDepth: 4})
 	e.fund(100 * sol)
 	ps := e.providers(2)
 	e.waitFor("the airdrop to confirm", 5*time.Second, false, func() bool { return e.chain.Slot() > 2 })
+	// The engine's clock stands still; the test moves it.
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
 	cfg := e.engineConfig()
 	cfg.BatchSize = 8
-	cfg.BatchDelay = 300 * time.Millisecond
+	cfg.BatchDelay = 5 * time.Minute
+	cfg.Now = func() time.Time { return time.Unix(0, clock.Load()) }
 	eng, _ := e.start(cfg)
+	var last time.Time // when the newest payout was booked
 	for i := range 3 {
-		complete(t, e.led, ps[i%2].agent, sol/10+node3.Lamports(i))
+		last = complete(t, e.led, ps[i%2].agent, sol/10+node3.Lamports(i)).FinishedAt
 		eng.Notify()
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The engine has seen all three (its last step counted them) and, its
+	// clock short of the delay, signed nothing.
+	e.waitFor("the engine to see the partial batch", 10*time.Second, false, func() bool { return eng.Status().Pending == 3 })
+	eng.Notify()
+	e.waitFor("the engine to see the partial batch again", 10*time.Second, false, func() bool { return eng.Status().Pending == 3 })
 	if n := len(mustTxs(t, e.led)); n != 0 {
 		t.Fatalf("%d transactions signed before the batch delay", n)
 	}
+	// BatchDelay after the newest of them: the partial batch goes. Later
+	// payouts are younger than that on this clock, so they wait.
+	clock.Store(last.Add(cfg.BatchDelay).UnixNano())
+	eng.Notify()
 	e.waitFor("the delayed batch to finalize", 10*time.Second, false, e.finalized(3))
 	if n := len(mustTxs(t, e.led)); n != 1 {
 		t.Fatalf("%d transactions for one delayed batch", n)
