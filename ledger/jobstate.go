@@ -18,6 +18,7 @@ const (
 	EvLeaseExpire EventKind = "lease_expire" // the sweeper found the lease lapsed
 	EvCancel      EventKind = "cancel"       // the submitter or an admin withdraws it
 	EvExpire      EventKind = "expire"       // the sweeper found nobody took it in time
+	EvRelease     EventKind = "release"      // the holder gives back a grant it has not started (declined, never acked)
 )
 
 // Event is one input to the job state machine.
@@ -89,6 +90,8 @@ func Apply(j node3.Job, ev Event) (node3.Job, bool, error) {
 		return cancel(j, ev)
 	case EvExpire:
 		return expire(j, ev)
+	case EvRelease:
+		return release(j, ev)
 	}
 	return j, false, node3.Errorf(node3.CodeInvalid, "unknown event %q", ev.Kind)
 }
@@ -272,6 +275,30 @@ func cancel(j node3.Job, ev Event) (node3.Job, bool, error) {
 	j.FinishedAt = ev.Now
 	j.LeaseExpiresAt = time.Time{}
 	j.Error = ev.Reason
+	j.UpdatedAt = ev.Now
+	return j, true, nil
+}
+
+// release undoes an accept the holder never started on — a pushed grant it
+// declined or never acknowledged — as if it had not happened: the job is
+// available again, the attempt is not spent, and nobody is barred. Once
+// the holder has started (a heartbeat made it running) it must report.
+func release(j node3.Job, ev Event) (node3.Job, bool, error) {
+	switch {
+	case j.Status == node3.StatusAvailable:
+		return j, false, nil // nothing held: a repeated release
+	case j.Status != node3.StatusAccepted:
+		return j, false, conflict(j, ev)
+	case j.AgentID != ev.AgentID:
+		return j, false, notHolder(j, ev)
+	case !sameAttempt(j, ev):
+		return j, false, staleAttempt(j, ev)
+	}
+	j.Status = node3.StatusAvailable
+	j.Attempt--
+	j.AgentID, j.Wallet = "", ""
+	j.AcceptedAt, j.LeaseExpiresAt = time.Time{}, time.Time{}
+	j.Error = ""
 	j.UpdatedAt = ev.Now
 	return j, true, nil
 }

@@ -88,6 +88,7 @@ var events = map[string]func(actor string) Event{
 	"cancel":            func(a string) Event { return Event{Kind: EvCancel, AgentID: a, Now: tNow, Reason: "withdrawn"} },
 	"expire/past":       func(a string) Event { return Event{Kind: EvExpire, AgentID: a, Now: tLate} },
 	"expire/early":      func(a string) Event { return Event{Kind: EvExpire, AgentID: a, Now: tNow} },
+	"release":           func(a string) Event { return Event{Kind: EvRelease, AgentID: a, Now: tNow} },
 }
 
 // outcome is what Apply should return: the new status ("" for "as
@@ -122,6 +123,7 @@ var transitionTable = []struct {
 	{"available", "cancel", to(node3.StatusCancelled), to(node3.StatusCancelled)},
 	{"available", "expire/past", to(node3.StatusExpired), to(node3.StatusExpired)},
 	{"available", "expire/early", noop, noop},
+	{"available", "release", noop, noop},
 
 	// Requeued after a lapsed lease, not retaken: the last holder's late
 	// completion is refused (its lease is gone), its repeated retryable
@@ -137,6 +139,7 @@ var transitionTable = []struct {
 	{"available/requeued", "cancel", to(node3.StatusCancelled), to(node3.StatusCancelled)},
 	{"available/requeued", "expire/past", to(node3.StatusExpired), to(node3.StatusExpired)},
 	{"available/requeued", "expire/early", noop, noop},
+	{"available/requeued", "release", noop, noop},
 
 	// Leased: only the holder acts; a repeated accept is the same answer
 	// (even past ExpiresAt, which only bounds taking an untaken job).
@@ -151,6 +154,7 @@ var transitionTable = []struct {
 	{"accepted", "cancel", to(node3.StatusCancelled), to(node3.StatusCancelled)},
 	{"accepted", "expire/past", noop, noop},
 	{"accepted", "expire/early", noop, noop},
+	{"accepted", "release", to(node3.StatusAvailable), conf},
 
 	{"running", "accept", noop, conf},
 	{"running", "accept/past-expiry", noop, conf},
@@ -163,6 +167,7 @@ var transitionTable = []struct {
 	{"running", "cancel", to(node3.StatusCancelled), to(node3.StatusCancelled)},
 	{"running", "expire/past", noop, noop},
 	{"running", "expire/early", noop, noop},
+	{"running", "release", conf, conf},
 
 	// Terminal: nothing leaves; the same report again is the same answer.
 	{"completed", "accept", conf, conf},
@@ -176,6 +181,7 @@ var transitionTable = []struct {
 	{"completed", "cancel", conf, conf},
 	{"completed", "expire/past", noop, noop},
 	{"completed", "expire/early", noop, noop},
+	{"completed", "release", conf, conf},
 
 	{"failed", "accept", conf, conf},
 	{"failed", "accept/past-expiry", conf, conf},
@@ -188,6 +194,7 @@ var transitionTable = []struct {
 	{"failed", "cancel", conf, conf},
 	{"failed", "expire/past", noop, noop},
 	{"failed", "expire/early", noop, noop},
+	{"failed", "release", conf, conf},
 
 	{"cancelled", "accept", conf, conf},
 	{"cancelled", "accept/past-expiry", conf, conf},
@@ -200,6 +207,7 @@ var transitionTable = []struct {
 	{"cancelled", "cancel", noop, noop},
 	{"cancelled", "expire/past", noop, noop},
 	{"cancelled", "expire/early", noop, noop},
+	{"cancelled", "release", conf, conf},
 
 	{"expired", "accept", conf, conf},
 	{"expired", "accept/past-expiry", conf, conf},
@@ -212,6 +220,7 @@ var transitionTable = []struct {
 	{"expired", "cancel", conf, conf},
 	{"expired", "expire/past", noop, noop},
 	{"expired", "expire/early", noop, noop},
+	{"expired", "release", conf, conf},
 }
 
 // deepCopy copies a job through JSON, so that a test can tell whether
@@ -309,7 +318,14 @@ func checkChanged(t *testing.T, in, got node3.Job, ev Event) {
 		}
 		return
 	}
-	// Only accept counts an attempt or changes the holder.
+	if ev.Kind == EvRelease {
+		if got.Status != node3.StatusAvailable || got.Attempt != in.Attempt-1 || got.AgentID != "" || got.Wallet != "" || !got.AcceptedAt.IsZero() {
+			t.Errorf("release: %s, attempt %d (was %d), agent %q, wallet %q, accepted %v", got.Status, got.Attempt, in.Attempt, got.AgentID, got.Wallet, got.AcceptedAt)
+		}
+		return
+	}
+	// Only accept (and release, which undoes one) counts an attempt or
+	// changes the holder.
 	if got.Attempt != in.Attempt || got.AgentID != in.AgentID {
 		t.Errorf("attempt %d agent %q, want %d %q", got.Attempt, got.AgentID, in.Attempt, in.AgentID)
 	}
@@ -586,5 +602,24 @@ func TestApplyRetryableFailure(t *testing.T) {
 	j = step(t, j, Event{Kind: EvFail, AgentID: holder, Now: tExpires, Retryable: true}, to(node3.StatusFailed))
 	if j.Error != "failed" {
 		t.Fatalf("a failure without a reason: error %q", j.Error)
+	}
+}
+
+// TestApplyRelease: a grant given back before it started leaves no trace:
+// the attempt is not spent and the next taker starts clean.
+func TestApplyRelease(t *testing.T) {
+	j := fixture("available")
+	j.MaxAttempts = 1
+	j = step(t, j, Event{Kind: EvAccept, AgentID: holder, Now: tNow, Lease: time.Minute, Wallet: "W"}, to(node3.StatusAccepted))
+	step(t, j, Event{Kind: EvRelease, AgentID: holder, Now: tNow, Attempt: 2}, conf)
+	j = step(t, j, Event{Kind: EvRelease, AgentID: holder, Now: tNow, Attempt: 1}, to(node3.StatusAvailable))
+	if j.Attempt != 0 || j.AgentID != "" || j.Wallet != "" || !j.AcceptedAt.IsZero() || !j.LeaseExpiresAt.IsZero() || len(j.Barred) != 0 {
+		t.Fatalf("after a release: %+v", j)
+	}
+	step(t, j, Event{Kind: EvRelease, AgentID: holder, Now: tNow}, noop)
+	// Its one attempt is still there for someone else.
+	j = step(t, j, acceptEv(other, tNow), to(node3.StatusAccepted))
+	if j.Attempt != 1 {
+		t.Fatalf("attempt %d, want 1", j.Attempt)
 	}
 }
