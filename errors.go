@@ -60,3 +60,14 @@ func ErrorMessage(err error) string {
 	}
 	return "internal error"
 }
+
+// Refused reports whether err is a refusal by the other side — the job
+// is not, or no longer, the caller's (CodeConflict, CodeNotFound,
+// CodeForbidden) — rather than a failure to reach it.
+func Refused(err error) bool {
+	switch ErrorCode(err) {
+	case CodeConflict, CodeNotFound, CodeForbidden:
+		return true
+	}
+	return false
+}

@@ -18,7 +18,7 @@ import (
 	"github.com/node3/node3"
 	"github.com/node3/node3/httpapi"
 	"github.com/node3/node3/ledger"
-	"github.com/node3/node3/node"
+	"github.com/node3/node3/node/coordinator"
 )
 
 // TestMain checks that no test leaves a goroutine behind (servers,
@@ -34,7 +34,7 @@ const (
 // market is a real coordinator over a fresh ledger behind the marketplace API.
 type market struct {
 	api   *httpapi.MarketplaceAPI
-	coord *node.Coordinator
+	coord *coordinator.Coordinator
 	reg   *prometheus.Registry // the coordinator's metrics
 	doc   *httpapi.APIDoc
 	srv   *httptest.Server // nil until serve
@@ -61,7 +61,7 @@ func newMarket(t testing.TB, o marketOpts) *market {
 		}
 	})
 	reg := prometheus.NewRegistry()
-	coord, err := node.NewCoordinator(context.Background(), node.CoordinatorConfig{Ledger: led, Registerer: reg, OfferTTL: o.offerTTL})
+	coord, err := coordinator.New(context.Background(), coordinator.Config{Ledger: led, Registerer: reg, OfferTTL: o.offerTTL})
 	if err != nil {
 		t.Fatalf("NewCoordinator: %v", err)
 	}

@@ -1,12 +1,13 @@
 // Package node builds a running node3 node from a Config: it opens the
-// ledger, loads the wallet, detects GPUs, starts the coordinator role (the
-// marketplace API and its sweeper) when asked, the provider role unless
+// ledger, loads the wallet, detects GPUs, starts the coordinator role
+// (node/coordinator: the board, leases, sweeper, and the marketplace API
+// over it) when asked, the provider role unless
 // told not to, and the node's own API; and it stops them in order.
 //
 // With Config.P2P the node is also on the libp2p network (p2p.go). A
 // coordinator publishes every new or requeued job and every change to
 // accepted, completed, failed, cancelled or expired, signed, from the
-// ledger's job-change feed (p2p_coordinator.go), and serves claims,
+// ledger's job-change feed (node/coordinator, gossip.go), and serves claims,
 // heartbeats, reports and sync over streams through the same Coordinator
 // methods, and so the same ledger transitions, as the REST API. A provider
 // that trusts a coordinator keeps a board of its open postings, claims the

@@ -29,6 +29,7 @@ import (
 	"github.com/node3/node3/ledger"
 	"github.com/node3/node3/ledger/payout"
 	"github.com/node3/node3/ledger/wallet"
+	"github.com/node3/node3/node/coordinator"
 )
 
 // Config is everything a node needs. Zero values get the defaults noted.
@@ -87,7 +88,7 @@ type Node struct {
 	gpus   []node3.GPU
 	det    *gpu.Detector
 
-	coord        *Coordinator
+	coord        *coordinator.Coordinator
 	prov         *Provider
 	client       *httpapi.Client // the coordinator this node uses (nil for a coordinator-only node)
 	rpc          *rpc.Client     // the Solana chain (nil without SolanaRPCURL)
@@ -184,7 +185,7 @@ func (n *Node) setupCoordinator(ctx context.Context) error {
 		return err
 	}
 	n.adminKey, n.adminCreated = key, created
-	n.coord, err = NewCoordinator(ctx, CoordinatorConfig{
+	n.coord, err = coordinator.New(ctx, coordinator.Config{
 		Ledger:        n.led,
 		Logger:        n.log.With("role", "coordinator"),
 		Now:           n.cfg.Now,

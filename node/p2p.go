@@ -14,6 +14,7 @@ import (
 
 	"github.com/node3/node3"
 	"github.com/node3/node3/httpapi"
+	"github.com/node3/node3/node/coordinator"
 	"github.com/node3/node3/p2p"
 )
 
@@ -83,8 +84,8 @@ type p2pNode struct {
 	pn     *p2p.Node
 	log    *slog.Logger
 	table  *providerTable
-	coord  *coordP2P        // nil unless the node is a coordinator
-	gossip *gossipTransport // nil unless the provider takes jobs over libp2p
+	coord  *coordinator.Gossip // nil unless the node is a coordinator
+	gossip *gossipTransport    // nil unless the provider takes jobs over libp2p
 }
 
 // setupP2P starts the libp2p host (it binds its ports and reaches its
@@ -113,12 +114,21 @@ func (n *Node) setupP2P(ctx context.Context) error {
 	}
 	n.p2p = &p2pNode{cfg: c, pn: pn, log: n.log.With("component", "p2p"), table: newProviderTable()}
 	if n.coord != nil {
-		n.p2p.coord = newCoordP2P(n.coord, n.led, pn, n.p2p.table, c, n.log.With("role", "coordinator"), n.cfg.Now, n.reg)
+		n.p2p.coord = coordinator.NewGossip(coordinator.GossipConfig{
+			Coordinator:  n.coord,
+			Ledger:       n.led,
+			Node:         pn,
+			Advert:       n.p2p.table.get,
+			PublishQueue: c.PublishQueue,
+			Logger:       n.log.With("role", "coordinator"),
+			Now:          n.cfg.Now,
+			Registerer:   n.reg,
+		})
 	}
 	pn.OnAdvert(func(a p2p.ProviderAdvert, from peer.ID) {
 		n.p2p.table.put(a, n.cfg.Now())
 		if n.p2p.coord != nil {
-			n.p2p.coord.onAdvert(a, from)
+			n.p2p.coord.OnAdvert(a, from)
 		}
 	})
 	return nil
@@ -163,11 +173,11 @@ func (n *Node) startP2P(ctx context.Context) {
 	}
 	pn := n.p2p.pn
 	if c := n.p2p.coord; c != nil {
-		pn.HandleClaim(c.handleClaim)
-		pn.HandleReport(c.handleReport)
-		pn.HandleSync(c.handleSync)
-		n.goRun(func() { c.runPublisher(ctx) })
-		n.goRun(func() { c.runAgents(ctx) })
+		pn.HandleClaim(c.HandleClaim)
+		pn.HandleReport(c.HandleReport)
+		pn.HandleSync(c.HandleSync)
+		n.goRun(func() { c.RunPublisher(ctx) })
+		n.goRun(func() { c.RunAgents(ctx) })
 		pn.Advertise(ctx, pn.Namespace(p2p.RoleCoordinators))
 	}
 	if n.prov != nil {
@@ -307,7 +317,7 @@ func (n *Node) p2pStatus() *httpapi.P2PStatus {
 		s.Transport = "rest"
 	}
 	if n.p2p.coord != nil {
-		s.PostingsDropped = n.p2p.coord.droppedCount()
+		s.PostingsDropped = n.p2p.coord.DroppedCount()
 	}
 	return s
 }
@@ -438,27 +448,7 @@ func connected(pn *p2p.Node, p peer.ID) bool {
 	return pn.Host().Network().Connectedness(p) == network.Connected
 }
 
-// isPeerAgent reports whether an agent id is a libp2p peer ID (a provider
-// that works over libp2p) and returns it.
-func isPeerAgent(agentID string) (peer.ID, bool) {
-	if len(agentID) < 40 || len(agentID) > 128 {
-		return "", false
-	}
-	id, err := peer.Decode(agentID)
-	return id, err == nil
-}
-
 var errNoCoordinator = node3.Errorf(node3.CodeUnavailable, "no trusted coordinator to talk to")
 
 // contains reports whether ids holds p.
 func containsPeer(ids []peer.ID, p peer.ID) bool { return slices.Contains(ids, p) }
-
-// isRefusal reports whether err is a coordinator's refusal rather than a
-// failure to reach it.
-func isRefusal(err error) bool {
-	switch node3.ErrorCode(err) {
-	case node3.CodeConflict, node3.CodeNotFound, node3.CodeForbidden:
-		return true
-	}
-	return false
-}

@@ -400,7 +400,7 @@ func (t *gossipTransport) Accept(ctx context.Context, jobID string) (node3.Job, 
 			e.claiming = false
 			e.retryAt = now.Add(time.Second)
 		}
-		if isRefusal(err) {
+		if node3.Refused(err) {
 			if e != nil {
 				e.denied = true
 			}
@@ -497,7 +497,7 @@ func (t *gossipTransport) Fail(ctx context.Context, jobID string, attempt int, r
 
 func (t *gossipTransport) final(jobID string, ack p2p.ReportAck, err error, guess node3.JobStatus) (Ack, error) {
 	if err != nil {
-		if isRefusal(err) || node3.ErrorCode(err) == node3.CodeInvalid {
+		if node3.Refused(err) || node3.ErrorCode(err) == node3.CodeInvalid {
 			t.forget(jobID)
 		}
 		return Ack{}, err

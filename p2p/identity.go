@@ -148,3 +148,13 @@ func createIdentity(dir, path string) (crypto.PrivKey, error) {
 	}
 	return key, nil
 }
+
+// AgentPeer reports whether a coordinator's agent id is a libp2p peer ID
+// (a provider that works over libp2p is known by its peer ID) and returns it.
+func AgentPeer(agentID string) (peer.ID, bool) {
+	if len(agentID) < 40 || len(agentID) > 128 {
+		return "", false
+	}
+	id, err := peer.Decode(agentID)
+	return id, err == nil
+}

@@ -1,4 +1,11 @@
-package node
+// Package coordinator is the marketplace role: the board of available
+// jobs and who they are offered to, leases and the sweeper, the REST
+// API's Marketplace (httpapi) over the ledger, and its libp2p side
+// (gossip.go): postings published from the ledger's job-change feed, and
+// claims, reports and sync served over streams through the same ledger
+// transitions. Every rule about a job's state lives in ledger.Apply; this
+// package decides who is offered what.
+package coordinator
 
 import (
 	"context"
@@ -13,10 +20,11 @@ import (
 
 	"github.com/node3/node3"
 	"github.com/node3/node3/ledger"
+	"github.com/node3/node3/p2p"
 )
 
-// CoordinatorConfig configures the marketplace role.
-type CoordinatorConfig struct {
+// Config configures the marketplace role.
+type Config struct {
 	Ledger        *ledger.Ledger
 	Logger        *slog.Logger
 	Now           func() time.Time
@@ -34,7 +42,7 @@ type CoordinatorConfig struct {
 // httpapi.Marketplace over the ledger and runs the sweeper that requeues
 // lapsed leases and expires untaken jobs.
 type Coordinator struct {
-	cfg CoordinatorConfig
+	cfg Config
 	led *ledger.Ledger
 	log *slog.Logger
 
@@ -54,10 +62,10 @@ type coordMetrics struct {
 	waiting     prometheus.Gauge
 }
 
-// NewCoordinator returns a coordinator over cfg.Ledger. It must be made
+// New returns a coordinator over cfg.Ledger. It must be made
 // before anything else writes jobs to that ledger: it follows the ledger's
 // job changes from then on, after loading the open board.
-func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, error) {
+func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -349,7 +357,7 @@ func (c *Coordinator) Accept(ctx context.Context, a node3.Agent, jobID, wallet s
 	if !j.Requirements.MatchedBy(a.GPUs) {
 		return node3.Job{}, node3.Errorf(node3.CodeForbidden, "job %s needs GPUs this agent did not register", j.ID)
 	}
-	if _, peer := isPeerAgent(a.ID); !peer && !(j.Status.Leased() && j.AgentID == a.ID) {
+	if _, peer := p2p.AgentPeer(a.ID); !peer && !(j.Status.Leased() && j.AgentID == a.ID) {
 		// libp2p providers announce their capacity on their own streams
 		// (the dispatch issue); HTTP agents declared theirs at registration.
 		c.mu.Lock()

@@ -1,4 +1,4 @@
-package node
+package coordinator
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"github.com/node3/node3/p2p"
 )
 
-// coordP2P is the coordinator's side of push dispatch:
+// Gossip is the coordinator's libp2p side:
 //
 //   - it follows the ledger's job-change feed and publishes, signed, every
 //     new or requeued job (a "posted" posting) and every change to
@@ -28,13 +28,13 @@ import (
 //     API;
 //   - it keeps a ledger agent per provider peer, keyed by the peer ID the
 //     transport authenticated, created from its advert or its first claim.
-type coordP2P struct {
-	c     *Coordinator
-	led   *ledger.Ledger
-	pn    *p2p.Node
-	table *providerTable
-	log   *slog.Logger
-	now   func() time.Time
+type Gossip struct {
+	c      *Coordinator
+	led    *ledger.Ledger
+	pn     *p2p.Node
+	advert func(peer.ID, time.Time) (p2p.ProviderAdvert, bool)
+	log    *slog.Logger
+	now    func() time.Time
 
 	// The publish queues, one per publisher goroutine, a job always in the
 	// same one (so its postings go out in order): filled by the ledger's
@@ -49,7 +49,7 @@ type coordP2P struct {
 	newWindow time.Time
 	newInWin  int
 
-	metrics coordP2PMetrics
+	metrics gossipMetrics
 }
 
 // pubShard is one publisher's queue.
@@ -73,7 +73,7 @@ type agentWant struct {
 	ad   p2p.ProviderAdvert
 }
 
-type coordP2PMetrics struct {
+type gossipMetrics struct {
 	published *prometheus.CounterVec
 	dropped   prometheus.Counter
 	claims    *prometheus.CounterVec
@@ -81,12 +81,33 @@ type coordP2PMetrics struct {
 	drops     uint64
 }
 
-func newCoordP2P(c *Coordinator, led *ledger.Ledger, pn *p2p.Node, table *providerTable, cfg P2PConfig, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) *coordP2P {
-	cp := &coordP2P{
-		c: c, led: led, pn: pn, table: table, log: log, now: now,
+// GossipConfig configures the coordinator's libp2p side.
+type GossipConfig struct {
+	Coordinator *Coordinator
+	Ledger      *ledger.Ledger
+	Node        *p2p.Node
+	// Advert returns a provider's live advert, if this node holds one.
+	Advert func(peer.ID, time.Time) (p2p.ProviderAdvert, bool)
+	// PublishQueue bounds the queue of job changes waiting to be
+	// published (default 4096); past it the oldest are dropped.
+	PublishQueue int
+	Logger       *slog.Logger
+	Now          func() time.Time
+	Registerer   prometheus.Registerer
+}
+
+// NewGossip builds the coordinator's libp2p side. It follows the ledger's
+// job-change feed from now on.
+func NewGossip(cfg GossipConfig) *Gossip {
+	if cfg.PublishQueue <= 0 {
+		cfg.PublishQueue = 4096
+	}
+	c, led, pn, log, now, reg := cfg.Coordinator, cfg.Ledger, cfg.Node, cfg.Logger, cfg.Now, cfg.Registerer
+	cp := &Gossip{
+		c: c, led: led, pn: pn, advert: cfg.Advert, log: log, now: now,
 		agents: make(map[peer.ID]node3.Agent),
 		ensure: make(chan agentWant, 256),
-		metrics: coordP2PMetrics{
+		metrics: gossipMetrics{
 			published: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "node3_coordinator_postings_total",
 				Help: "Job postings published over gossip, by kind (posted, status).",
@@ -117,7 +138,7 @@ func newCoordP2P(c *Coordinator, led *ledger.Ledger, pn *p2p.Node, table *provid
 
 // enqueue runs on the ledger's writer goroutine: it only queues, dropping
 // the oldest change when the queue is full.
-func (cp *coordP2P) enqueue(j node3.Job) {
+func (cp *Gossip) enqueue(j node3.Job) {
 	h := fnv.New32a()
 	h.Write([]byte(j.ID))
 	sh := cp.shards[h.Sum32()%uint32(len(cp.shards))]
@@ -135,22 +156,22 @@ func (cp *coordP2P) enqueue(j node3.Job) {
 	}
 }
 
-func (cp *coordP2P) noteDrop() {
+func (cp *Gossip) noteDrop() {
 	cp.metrics.dropped.Inc()
 	cp.metrics.dropCount.Lock()
 	cp.metrics.drops++
 	cp.metrics.dropCount.Unlock()
 }
 
-func (cp *coordP2P) droppedCount() uint64 {
+func (cp *Gossip) DroppedCount() uint64 {
 	cp.metrics.dropCount.Lock()
 	defer cp.metrics.dropCount.Unlock()
 	return cp.metrics.drops
 }
 
-// runPublisher publishes queued job changes until ctx ends, one
+// RunPublisher publishes queued job changes until ctx ends, one
 // goroutine per queue.
-func (cp *coordP2P) runPublisher(ctx context.Context) {
+func (cp *Gossip) RunPublisher(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, sh := range cp.shards {
 		wg.Add(1)
@@ -162,7 +183,7 @@ func (cp *coordP2P) runPublisher(ctx context.Context) {
 	wg.Wait()
 }
 
-func (cp *coordP2P) drain(ctx context.Context, sh *pubShard) {
+func (cp *Gossip) drain(ctx context.Context, sh *pubShard) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -191,7 +212,7 @@ func (cp *coordP2P) drain(ctx context.Context, sh *pubShard) {
 // the network about: new and requeued jobs, and the changes to accepted,
 // completed, failed, cancelled and expired. Heartbeats (lease extensions,
 // accepted → running) are not.
-func (cp *coordP2P) publish(ctx context.Context, sh *pubShard, j node3.Job) {
+func (cp *Gossip) publish(ctx context.Context, sh *pubShard, j node3.Job) {
 	prev, seen := sh.last[j.ID]
 	if j.Status.Terminal() {
 		delete(sh.last, j.ID)
@@ -209,7 +230,7 @@ func (cp *coordP2P) publish(ctx context.Context, sh *pubShard, j node3.Job) {
 		return
 	default:
 		p = p2p.JobPosting{Kind: p2p.PostingStatus, JobID: j.ID, Status: j.Status} // error texts are not public (node3.Job.Public)
-		if id, ok := isPeerAgent(j.AgentID); ok && j.Status != node3.StatusExpired && j.Status != node3.StatusCancelled {
+		if id, ok := p2p.AgentPeer(j.AgentID); ok && j.Status != node3.StatusExpired && j.Status != node3.StatusCancelled {
 			p.Provider = id
 		}
 	}
@@ -232,9 +253,9 @@ func truncateText(s string, n int) string {
 	return s[:n]
 }
 
-// onAdvert runs on the p2p delivery goroutine: it marks the provider seen
+// OnAdvert runs on the p2p delivery goroutine: it marks the provider seen
 // and, if its ledger agent is missing or out of date, queues the write.
-func (cp *coordP2P) onAdvert(a p2p.ProviderAdvert, from peer.ID) {
+func (cp *Gossip) OnAdvert(a p2p.ProviderAdvert, from peer.ID) {
 	cp.c.touch(from.String())
 	cp.amu.Lock()
 	have, ok := cp.agents[from]
@@ -251,8 +272,8 @@ func (cp *coordP2P) onAdvert(a p2p.ProviderAdvert, from peer.ID) {
 // maxNewAgentsPerMinute bounds the agents adverts create.
 const maxNewAgentsPerMinute = 600
 
-// runAgents writes the ledger agents of advertising providers.
-func (cp *coordP2P) runAgents(ctx context.Context) {
+// RunAgents writes the ledger agents of advertising providers.
+func (cp *Gossip) RunAgents(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -282,7 +303,7 @@ func (cp *coordP2P) runAgents(ctx context.Context) {
 }
 
 // upsertAgent makes sure peer p has a ledger agent with these fields.
-func (cp *coordP2P) upsertAgent(ctx context.Context, p peer.ID, want node3.Agent) (node3.Agent, error) {
+func (cp *Gossip) upsertAgent(ctx context.Context, p peer.ID, want node3.Agent) (node3.Agent, error) {
 	if want.GPUs == nil {
 		want.GPUs = []node3.GPU{}
 	}
@@ -302,7 +323,7 @@ func (cp *coordP2P) upsertAgent(ctx context.Context, p peer.ID, want node3.Agent
 // agentFor returns the ledger agent of the claiming peer, creating or
 // updating it from the claim (and the peer's advert, for what the claim
 // leaves out).
-func (cp *coordP2P) agentFor(ctx context.Context, from peer.ID, req p2p.ClaimRequest) (node3.Agent, error) {
+func (cp *Gossip) agentFor(ctx context.Context, from peer.ID, req p2p.ClaimRequest) (node3.Agent, error) {
 	cp.amu.Lock()
 	have, ok := cp.agents[from]
 	cp.amu.Unlock()
@@ -315,7 +336,7 @@ func (cp *coordP2P) agentFor(ctx context.Context, from peer.ID, req p2p.ClaimReq
 	} else if a, err := cp.led.Agent(ctx, from.String()); err == nil {
 		want = node3.Agent{WalletAddress: a.WalletAddress, GPUs: a.GPUs, Version: a.Version}
 	}
-	if ad, ok := cp.table.get(from, cp.now()); ok {
+	if ad, ok := cp.advert(from, cp.now()); ok {
 		want.Version = ad.SoftwareVersion
 		if want.WalletAddress == "" {
 			want.WalletAddress = ad.Wallet
@@ -336,11 +357,11 @@ func (cp *coordP2P) agentFor(ctx context.Context, from peer.ID, req p2p.ClaimReq
 	return cp.upsertAgent(ctx, from, want)
 }
 
-// handleClaim grants a job to the first claimant through Coordinator.Accept
+// HandleClaim grants a job to the first claimant through Coordinator.Accept
 // (the REST accept's ledger transition) and denies the rest. A claim for a
 // job that is plainly not available is denied from a read, without a
 // durable write; a repeated claim by the holder gets the same grant.
-func (cp *coordP2P) handleClaim(ctx context.Context, from peer.ID, req p2p.ClaimRequest) (p2p.ClaimResponse, error) {
+func (cp *Gossip) HandleClaim(ctx context.Context, from peer.ID, req p2p.ClaimRequest) (p2p.ClaimResponse, error) {
 	agentID := from.String()
 	cp.c.touch(agentID)
 	deny := func(reason string) (p2p.ClaimResponse, error) {
@@ -366,7 +387,7 @@ func (cp *coordP2P) handleClaim(ctx context.Context, from peer.ID, req p2p.Claim
 			return p2p.ClaimResponse{}, err
 		}
 		j, err = cp.c.Accept(ctx, agent, req.JobID, "")
-		if isRefusal(err) {
+		if node3.Refused(err) {
 			return deny(node3.ErrorMessage(err))
 		}
 		if err != nil {
@@ -378,15 +399,15 @@ func (cp *coordP2P) handleClaim(ctx context.Context, from peer.ID, req p2p.Claim
 	return p2p.ClaimResponse{Granted: true, LeaseExpiresAt: j.LeaseExpiresAt, Job: &j}, nil
 }
 
-// handleReport takes heartbeats and final reports from the provider on
+// HandleReport takes heartbeats and final reports from the provider on
 // the stream; the peer ID is its agent id.
-func (cp *coordP2P) handleReport(ctx context.Context, from peer.ID, r p2p.Report) (p2p.ReportAck, error) {
+func (cp *Gossip) HandleReport(ctx context.Context, from peer.ID, r p2p.Report) (p2p.ReportAck, error) {
 	agentID := from.String()
 	cp.c.touch(agentID)
 	switch r.Kind {
 	case p2p.ReportHeartbeat:
 		j, err := cp.c.Heartbeat(ctx, agentID, r.JobID, r.Attempt)
-		if isRefusal(err) {
+		if node3.Refused(err) {
 			return p2p.ReportAck{Cancel: true, Reason: truncateText(node3.ErrorMessage(err), 1000)}, nil
 		}
 		if err != nil {
@@ -413,8 +434,8 @@ func (cp *coordP2P) handleReport(ctx context.Context, from peer.ID, r p2p.Report
 	return p2p.ReportAck{}, node3.Errorf(node3.CodeInvalid, "unknown report kind")
 }
 
-// handleSync serves the open board, in job id order, to a late joiner.
-func (cp *coordP2P) handleSync(ctx context.Context, from peer.ID, req p2p.SyncRequest) (p2p.SyncResponse, error) {
+// HandleSync serves the open board, in job id order, to a late joiner.
+func (cp *Gossip) HandleSync(ctx context.Context, from peer.ID, req p2p.SyncRequest) (p2p.SyncResponse, error) {
 	jobs := cp.c.openJobs(req.After, req.Limit+1, cp.now())
 	resp := p2p.SyncResponse{Postings: make([]p2p.JobPosting, 0, len(jobs))}
 	for _, j := range jobs {
