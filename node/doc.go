@@ -12,9 +12,9 @@
 // methods, and so the same ledger transitions, as the REST API. A provider
 // that trusts a coordinator keeps a board of its open postings, claims the
 // ones that fit its free capacity over a stream and reports over streams
-// (p2p_provider.go); the rest of the provider — capacity, runs,
+// (node/provider, gossip.go); the rest of the provider — capacity, runs,
 // heartbeats, the durable outbox — is shared with the REST path through
-// the Transport interface (transport.go). A provider over libp2p is known
+// the Transport interface (node/provider, transport.go). A provider over libp2p is known
 // to its coordinator by its authenticated peer ID, which is its agent id.
 //
 // node is the composition root: it depends on every other package and none

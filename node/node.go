@@ -30,6 +30,7 @@ import (
 	"github.com/node3/node3/ledger/payout"
 	"github.com/node3/node3/ledger/wallet"
 	"github.com/node3/node3/node/coordinator"
+	"github.com/node3/node3/node/provider"
 )
 
 // Config is everything a node needs. Zero values get the defaults noted.
@@ -89,7 +90,7 @@ type Node struct {
 	det    *gpu.Detector
 
 	coord        *coordinator.Coordinator
-	prov         *Provider
+	prov         *provider.Provider
 	client       *httpapi.Client // the coordinator this node uses (nil for a coordinator-only node)
 	rpc          *rpc.Client     // the Solana chain (nil without SolanaRPCURL)
 	pay          *payments       // the coordinator's payouts (nil without a chain)
@@ -235,7 +236,7 @@ func (n *Node) setupProvider(ctx context.Context) error {
 		return err
 	}
 	if n.useGossip() {
-		n.prov = NewProvider(ProviderConfig{
+		n.prov = provider.New(provider.Config{
 			Ledger:     n.led,
 			Transport:  n.newGossipTransport(w.Address().String()),
 			Executor:   ex,
@@ -259,7 +260,7 @@ func (n *Node) setupProvider(ctx context.Context) error {
 	if n.client, err = httpapi.NewClient(httpapi.ClientConfig{BaseURL: url}); err != nil {
 		return err
 	}
-	n.prov = NewProvider(ProviderConfig{
+	n.prov = provider.New(provider.Config{
 		Ledger:     n.led,
 		Client:     n.client,
 		Executor:   ex,
@@ -433,7 +434,7 @@ func (n *Node) Close() error {
 func (n *Node) Kill() error {
 	n.closeOnce.Do(func() {
 		if n.prov != nil {
-			n.prov.abort()
+			n.prov.Abort()
 		}
 		n.closeErr = n.stop(0)
 	})

@@ -36,7 +36,7 @@ func (n *Node) Status(ctx context.Context) (httpapi.NodeStatus, error) {
 		s.Registered = s.AgentID != ""
 		s.Connected = n.prov.Connected()
 		s.ActiveJobs = n.prov.ActiveJobs()
-		s.Slots = n.prov.cfg.Slots
+		s.Slots = n.prov.Slots()
 		s.WalletAddress = n.wallet.Address().String()
 		s.WalletBalance = n.walletBalance(ctx)
 		if m, err := n.det.Metrics(ctx); err == nil {
@@ -70,7 +70,7 @@ func (n *Node) Earnings(ctx context.Context) (node3.Earnings, error) {
 	}
 	e.WalletAddress = n.wallet.Address().String()
 	e.WalletBalance = n.walletBalance(ctx)
-	if client, id := n.prov.api(); id != "" {
+	if client, id := n.prov.API(); id != "" {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		if me, err := client.Me(cctx); err == nil {

@@ -4,17 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/node3/node3"
 	"github.com/node3/node3/httpapi"
 	"github.com/node3/node3/node/coordinator"
+	"github.com/node3/node3/node/provider"
 	"github.com/node3/node3/p2p"
 )
 
@@ -85,7 +84,7 @@ type p2pNode struct {
 	log    *slog.Logger
 	table  *providerTable
 	coord  *coordinator.Gossip // nil unless the node is a coordinator
-	gossip *gossipTransport    // nil unless the provider takes jobs over libp2p
+	gossip *provider.Gossip    // nil unless the provider takes jobs over libp2p
 }
 
 // setupP2P starts the libp2p host (it binds its ports and reaches its
@@ -146,11 +145,11 @@ func (n *Node) useGossip() bool {
 }
 
 // newGossipTransport builds the provider's libp2p transport.
-func (n *Node) newGossipTransport(walletAddr string) *gossipTransport {
+func (n *Node) newGossipTransport(walletAddr string) *provider.Gossip {
 	if len(n.p2p.cfg.TrustedCoordinators) == 0 {
 		n.log.Warn("p2p provider without a trusted coordinator (--trust-coordinator PEERID): it will act on no job posting and take no jobs")
 	}
-	t := newGossipTransport(gossipConfig{
+	t := provider.NewGossip(provider.GossipConfig{
 		Node:        n.p2p.pn,
 		Trusted:     n.p2p.cfg.TrustedCoordinators,
 		GPUs:        n.gpus,
@@ -200,7 +199,7 @@ func (n *Node) advertise(ctx context.Context) {
 	const advertMinGap = time.Second
 	var last time.Time
 	publish := func() {
-		_, free, _ := n.prov.capacity()
+		free := n.prov.FreeSlots()
 		a := p2p.ProviderAdvert{
 			GPUs:            n.gpus,
 			FreeSlots:       min(free, 1024),
@@ -227,8 +226,12 @@ func (n *Node) advertise(ctx context.Context) {
 	// advert waits for one (at most an interval).
 	topic := p2p.ProvidersTopic(n.p2p.pn.Network())
 	for deadline := time.Now().Add(n.p2p.cfg.AdvertInterval); len(n.p2p.pn.TopicPeers(topic)) == 0 && time.Now().Before(deadline); {
-		if !sleep(ctx, 50*time.Millisecond) {
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-t.C:
 		}
 	}
 	publish()
@@ -244,7 +247,7 @@ func (n *Node) advertise(ctx context.Context) {
 			return
 		case <-tick.C:
 			publish()
-		case <-n.prov.capChange:
+		case <-n.prov.CapacityChanged():
 			if wait := advertMinGap - time.Since(last); wait > 0 {
 				if !pending {
 					pending = true
@@ -312,7 +315,7 @@ func (n *Node) p2pStatus() *httpapi.P2PStatus {
 	switch {
 	case n.p2p.gossip != nil:
 		s.Transport = "libp2p"
-		s.OpenJobs = n.p2p.gossip.boardSize()
+		s.OpenJobs = n.p2p.gossip.BoardSize()
 	case n.prov != nil:
 		s.Transport = "rest"
 	}
@@ -324,7 +327,7 @@ func (n *Node) p2pStatus() *httpapi.P2PStatus {
 
 // gossipJobs lists the open jobs this provider heard of, oldest first.
 func (n *Node) gossipJobs() []node3.Job {
-	return n.p2p.gossip.openJobs(n.cfg.Now(), 100)
+	return n.p2p.gossip.OpenJobs(n.cfg.Now(), 100)
 }
 
 // gossipAgents lists the providers whose adverts this node holds.
@@ -422,15 +425,15 @@ func (t *providerTable) list(now time.Time) []tableEntry {
 }
 
 // rivals lists the live adverts for claim ranking.
-func (t *providerTable) rivals(now time.Time) []rival {
+func (t *providerTable) rivals(now time.Time) []provider.Rival {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]rival, 0, len(t.ads))
+	out := make([]provider.Rival, 0, len(t.ads))
 	for _, e := range t.ads {
 		if now.After(e.ad.Expires()) {
 			continue
 		}
-		out = append(out, rival{peer: e.id, gpus: e.ad.GPUs, free: e.ad.FreeSlots})
+		out = append(out, provider.Rival{Peer: e.id, GPUs: e.ad.GPUs, Free: e.ad.FreeSlots})
 	}
 	return out
 }
@@ -442,13 +445,3 @@ func (t *providerTable) size() int {
 	defer t.mu.Unlock()
 	return len(t.ads)
 }
-
-// connected reports whether pn has a connection to p.
-func connected(pn *p2p.Node, p peer.ID) bool {
-	return pn.Host().Network().Connectedness(p) == network.Connected
-}
-
-var errNoCoordinator = node3.Errorf(node3.CodeUnavailable, "no trusted coordinator to talk to")
-
-// contains reports whether ids holds p.
-func containsPeer(ids []peer.ID, p peer.ID) bool { return slices.Contains(ids, p) }

@@ -1,4 +1,4 @@
-package node
+package provider
 
 import (
 	"context"
@@ -19,14 +19,14 @@ import (
 	"github.com/node3/node3/p2p"
 )
 
-// gossipTransport is a provider's libp2p transport. It keeps a board of the
+// Gossip is a provider's libp2p transport. It keeps a board of the
 // open jobs its trusted coordinators posted (gossip, plus a sync at start,
 // on every reconnection and every SyncInterval), offers the provider the
 // ones that fit its free capacity, claims them over a stream, and sends
 // heartbeats and reports over streams. Its agent id is its peer ID: the
 // coordinator knows it by the key the stream is authenticated with.
-type gossipTransport struct {
-	cfg  gossipConfig
+type Gossip struct {
+	cfg  GossipConfig
 	pn   *p2p.Node
 	log  *slog.Logger
 	self string
@@ -36,7 +36,7 @@ type gossipTransport struct {
 	changed  chan struct{}          // closed and replaced when a job is posted
 	coordOf  map[string]peer.ID     // jobs granted to us → who granted them
 	ops      int
-	rivals   []rival // other providers' adverts, as of rivalsAt
+	rivals   []Rival // other providers' adverts, as of rivalsAt
 	rivalsAt time.Time
 	// queues hold the ids of open jobs by this provider's claim rank
 	// (the last one for every rank beyond), each in id order; ids of
@@ -48,13 +48,13 @@ type gossipTransport struct {
 	claims, reports chan struct{}
 }
 
-type gossipConfig struct {
+type GossipConfig struct {
 	Node        *p2p.Node
 	Trusted     []peer.ID
 	GPUs        []node3.GPU
 	Wallet      string
 	SyncEvery   time.Duration
-	Rivals      func(now time.Time) []rival // the other providers, from their adverts
+	Rivals      func(now time.Time) []Rival // the other providers, from their adverts
 	Logger      *slog.Logger
 	Now         func() time.Time
 	MaxBoardLen int
@@ -79,11 +79,11 @@ type boardEntry struct {
 // posting (a late sync answer) does not reopen it.
 const tombstoneTTL = time.Minute
 
-func newGossipTransport(cfg gossipConfig) *gossipTransport {
+func NewGossip(cfg GossipConfig) *Gossip {
 	if cfg.Rivals == nil {
-		cfg.Rivals = func(time.Time) []rival { return nil }
+		cfg.Rivals = func(time.Time) []Rival { return nil }
 	}
-	t := &gossipTransport{
+	t := &Gossip{
 		cfg:     cfg,
 		pn:      cfg.Node,
 		log:     cfg.Logger,
@@ -98,12 +98,12 @@ func newGossipTransport(cfg gossipConfig) *gossipTransport {
 	return t
 }
 
-func (t *gossipTransport) trusted(p peer.ID) bool { return containsPeer(t.cfg.Trusted, p) }
+func (t *Gossip) trusted(p peer.ID) bool { return containsPeer(t.cfg.Trusted, p) }
 
 // onPosting applies a posting from a trusted coordinator (gossip validated
 // the signature and the trust; sync postings come from the coordinator's
 // own stream). It runs on the p2p delivery goroutine: no I/O.
-func (t *gossipTransport) onPosting(p p2p.JobPosting, author peer.ID) {
+func (t *Gossip) onPosting(p p2p.JobPosting, author peer.ID) {
 	t.apply(p, author, time.Time{})
 }
 
@@ -112,7 +112,7 @@ func (t *gossipTransport) onPosting(p p2p.JobPosting, author peer.ID) {
 // does not reopen a job that closed after the snapshot may have been
 // taken, nor one granted to this provider (its lease lapsing brings a
 // fresh posting by gossip, or the next sync once the tombstone is gone).
-func (t *gossipTransport) apply(p p2p.JobPosting, author peer.ID, syncBegan time.Time) {
+func (t *Gossip) apply(p p2p.JobPosting, author peer.ID, syncBegan time.Time) {
 	if !t.trusted(author) {
 		return
 	}
@@ -166,7 +166,7 @@ func (e *boardEntry) close() {
 }
 
 // pruneLocked forgets tombstones and expired jobs.
-func (t *gossipTransport) pruneLocked(now time.Time) {
+func (t *Gossip) pruneLocked(now time.Time) {
 	for id, e := range t.board {
 		if e.claiming {
 			continue
@@ -177,17 +177,17 @@ func (t *gossipTransport) pruneLocked(now time.Time) {
 	}
 }
 
-func (t *gossipTransport) Register(ctx context.Context) error {
+func (t *Gossip) Register(ctx context.Context) error {
 	if len(t.cfg.Trusted) > 0 {
 		t.log.Info("taking jobs over libp2p", "peer", t.self, "coordinators", t.cfg.Trusted)
 	}
 	return nil
 }
 
-func (t *gossipTransport) AgentID() string { return t.self }
+func (t *Gossip) AgentID() string { return t.self }
 
 // Connected reports whether a trusted coordinator is connected.
-func (t *gossipTransport) Connected() bool {
+func (t *Gossip) Connected() bool {
 	for _, c := range t.cfg.Trusted {
 		if connected(t.pn, c) {
 			return true
@@ -198,7 +198,7 @@ func (t *gossipTransport) Connected() bool {
 
 // Offers waits until the board holds jobs that fit free, and marks up to n
 // of them as being claimed.
-func (t *gossipTransport) Offers(ctx context.Context, free node3.Capacity, n int, wake <-chan struct{}) ([]node3.Job, error) {
+func (t *Gossip) Offers(ctx context.Context, free node3.Capacity, n int, wake <-chan struct{}) ([]node3.Job, error) {
 	for {
 		now := t.cfg.Now()
 		t.mu.Lock()
@@ -246,11 +246,11 @@ const (
 	rankBuckets = 4
 )
 
-// rival is another provider as its advert describes it.
-type rival struct {
-	peer string // peer ID, in its string form
-	gpus []node3.GPU
-	free int
+// Rival is another provider as its advert describes it.
+type Rival struct {
+	Peer string // peer ID, in its string form
+	GPUs []node3.GPU
+	Free int
 }
 
 func rendezvous(p, jobID string) uint64 {
@@ -263,14 +263,14 @@ func rendezvous(p, jobID string) uint64 {
 
 // rankLocked is this provider's rank for job j among the providers that
 // could run it (0: first).
-func (t *gossipTransport) rankLocked(j node3.Job, now time.Time) int {
+func (t *Gossip) rankLocked(j node3.Job, now time.Time) int {
 	if now.Sub(t.rivalsAt) > rivalsTTL {
 		t.rivals, t.rivalsAt = t.cfg.Rivals(now), now
 	}
 	mine := rendezvous(t.self, j.ID)
 	rank := 0
 	for _, r := range t.rivals {
-		if r.peer != t.self && rendezvous(r.peer, j.ID) < mine && j.Requirements.MatchedBy(r.gpus) {
+		if r.Peer != t.self && rendezvous(r.Peer, j.ID) < mine && j.Requirements.MatchedBy(r.GPUs) {
 			rank++
 		}
 	}
@@ -278,7 +278,7 @@ func (t *gossipTransport) rankLocked(j node3.Job, now time.Time) int {
 }
 
 // enqueueLocked puts e's job in the queue of its rank, in id order.
-func (t *gossipTransport) enqueueLocked(e *boardEntry) {
+func (t *Gossip) enqueueLocked(e *boardEntry) {
 	b := min(e.rank, rankBuckets-1)
 	q := t.queues[b]
 	i, found := slices.BinarySearch(q, e.job.ID)
@@ -293,7 +293,7 @@ func (t *gossipTransport) enqueueLocked(e *boardEntry) {
 // a job's first choice takes its jobs from the old end, so a helper
 // taking from the new end rarely races it. It also returns when the next
 // held-back job may be claimed.
-func (t *gossipTransport) pickLocked(free node3.Capacity, n int, now time.Time) ([]node3.Job, time.Time) {
+func (t *Gossip) pickLocked(free node3.Capacity, n int, now time.Time) ([]node3.Job, time.Time) {
 	var retry time.Time
 	later := func(at time.Time) {
 		if retry.IsZero() || at.Before(retry) {
@@ -342,7 +342,7 @@ func (t *gossipTransport) pickLocked(free node3.Capacity, n int, now time.Time) 
 	return out, retry
 }
 
-func (t *gossipTransport) Withdraw(jobID string) {
+func (t *Gossip) Withdraw(jobID string) {
 	t.mu.Lock()
 	if e := t.board[jobID]; e != nil {
 		e.claiming = false
@@ -368,7 +368,7 @@ func acquire(ctx context.Context, sem chan struct{}) error {
 }
 
 // Accept claims the job from the coordinator that posted it.
-func (t *gossipTransport) Accept(ctx context.Context, jobID string) (node3.Job, error) {
+func (t *Gossip) Accept(ctx context.Context, jobID string) (node3.Job, error) {
 	t.mu.Lock()
 	e := t.board[jobID]
 	var coord peer.ID
@@ -429,7 +429,7 @@ func (t *gossipTransport) Accept(ctx context.Context, jobID string) (node3.Job, 
 // coordinatorsFor lists whom to send a report about jobID: the coordinator
 // that granted it, or — after a restart, when that is forgotten — every
 // trusted coordinator in turn.
-func (t *gossipTransport) coordinatorsFor(jobID string) []peer.ID {
+func (t *Gossip) coordinatorsFor(jobID string) []peer.ID {
 	t.mu.Lock()
 	c, ok := t.coordOf[jobID]
 	t.mu.Unlock()
@@ -439,7 +439,7 @@ func (t *gossipTransport) coordinatorsFor(jobID string) []peer.ID {
 	return t.cfg.Trusted
 }
 
-func (t *gossipTransport) report(ctx context.Context, r p2p.Report) (p2p.ReportAck, error) {
+func (t *Gossip) report(ctx context.Context, r p2p.Report) (p2p.ReportAck, error) {
 	targets := t.coordinatorsFor(r.JobID)
 	if len(targets) == 0 {
 		return p2p.ReportAck{}, errNoCoordinator
@@ -465,7 +465,7 @@ func (t *gossipTransport) report(ctx context.Context, r p2p.Report) (p2p.ReportA
 	return p2p.ReportAck{}, last
 }
 
-func (t *gossipTransport) Heartbeat(ctx context.Context, jobID string, attempt int) error {
+func (t *Gossip) Heartbeat(ctx context.Context, jobID string, attempt int) error {
 	hctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
 	ack, err := t.report(hctx, p2p.Report{Kind: p2p.ReportHeartbeat, JobID: jobID, Attempt: attempt})
@@ -478,12 +478,12 @@ func (t *gossipTransport) Heartbeat(ctx context.Context, jobID string, attempt i
 	return nil
 }
 
-func (t *gossipTransport) Complete(ctx context.Context, jobID string, attempt int, res node3.JobResult) (Ack, error) {
+func (t *Gossip) Complete(ctx context.Context, jobID string, attempt int, res node3.JobResult) (Ack, error) {
 	ack, err := t.report(ctx, p2p.Report{Kind: p2p.ReportCompleted, JobID: jobID, Attempt: attempt, Result: &res})
 	return t.final(jobID, ack, err, node3.StatusCompleted)
 }
 
-func (t *gossipTransport) Fail(ctx context.Context, jobID string, attempt int, reason string, retryable bool, res node3.JobResult) (Ack, error) {
+func (t *Gossip) Fail(ctx context.Context, jobID string, attempt int, reason string, retryable bool, res node3.JobResult) (Ack, error) {
 	if len(reason) > 1024 {
 		reason = reason[:1020] + "…"
 	}
@@ -495,7 +495,7 @@ func (t *gossipTransport) Fail(ctx context.Context, jobID string, attempt int, r
 	return t.final(jobID, ack, err, guess)
 }
 
-func (t *gossipTransport) final(jobID string, ack p2p.ReportAck, err error, guess node3.JobStatus) (Ack, error) {
+func (t *Gossip) final(jobID string, ack p2p.ReportAck, err error, guess node3.JobStatus) (Ack, error) {
 	if err != nil {
 		if node3.Refused(err) || node3.ErrorCode(err) == node3.CodeInvalid {
 			t.forget(jobID)
@@ -509,7 +509,7 @@ func (t *gossipTransport) final(jobID string, ack p2p.ReportAck, err error, gues
 	return Ack{Status: ack.Status}, nil
 }
 
-func (t *gossipTransport) forget(jobID string) {
+func (t *Gossip) forget(jobID string) {
 	t.mu.Lock()
 	delete(t.coordOf, jobID)
 	t.mu.Unlock()
@@ -519,7 +519,7 @@ func (t *gossipTransport) forget(jobID string) {
 // to them (finding them through the DHT when their address is unknown)
 // and syncs the open board at start, whenever one (re)connects, and every
 // SyncEvery.
-func (t *gossipTransport) Run(ctx context.Context) {
+func (t *Gossip) Run(ctx context.Context) {
 	if len(t.cfg.Trusted) == 0 {
 		<-ctx.Done()
 		return
@@ -558,7 +558,7 @@ func (t *gossipTransport) Run(ctx context.Context) {
 	}
 }
 
-func (t *gossipTransport) syncLoop(ctx context.Context, kick <-chan struct{}) {
+func (t *Gossip) syncLoop(ctx context.Context, kick <-chan struct{}) {
 	b := backoff{min: 250 * time.Millisecond, max: 15 * time.Second}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -590,7 +590,7 @@ func (t *gossipTransport) syncLoop(ctx context.Context, kick <-chan struct{}) {
 
 // syncAll syncs with every trusted coordinator, connecting first where
 // needed; it fails if any could not be synced.
-func (t *gossipTransport) syncAll(ctx context.Context) error {
+func (t *Gossip) syncAll(ctx context.Context) error {
 	var errs []error
 	for _, c := range t.cfg.Trusted {
 		if !connected(t.pn, c) {
@@ -608,7 +608,7 @@ func (t *gossipTransport) syncAll(ctx context.Context) error {
 
 // connect dials coordinator c at the addresses known for it, or finds it
 // among the coordinators advertised in the DHT.
-func (t *gossipTransport) connect(ctx context.Context, c peer.ID) error {
+func (t *Gossip) connect(ctx context.Context, c peer.ID) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	pi := t.pn.Host().Peerstore().PeerInfo(c)
@@ -633,7 +633,7 @@ func (t *gossipTransport) connect(ctx context.Context, c peer.ID) error {
 // lists are (re)opened unless we know newer news, and open jobs of c that
 // it no longer lists, and that we heard of before the sync began, are
 // dropped.
-func (t *gossipTransport) syncWith(ctx context.Context, c peer.ID) error {
+func (t *Gossip) syncWith(ctx context.Context, c peer.ID) error {
 	began := t.cfg.Now()
 	listed := make(map[string]bool)
 	after := ""
@@ -664,8 +664,8 @@ func (t *gossipTransport) syncWith(ctx context.Context, c peer.ID) error {
 	return nil
 }
 
-// openJobs lists up to limit open jobs, oldest first.
-func (t *gossipTransport) openJobs(now time.Time, limit int) []node3.Job {
+// OpenJobs lists up to limit open jobs, oldest first.
+func (t *Gossip) OpenJobs(now time.Time, limit int) []node3.Job {
 	t.mu.Lock()
 	out := make([]node3.Job, 0, min(len(t.board), limit))
 	for _, e := range t.board {
@@ -681,8 +681,8 @@ func (t *gossipTransport) openJobs(now time.Time, limit int) []node3.Job {
 	return out
 }
 
-// boardSize is the number of open jobs on the board.
-func (t *gossipTransport) boardSize() int {
+// BoardSize is the number of open jobs on the board.
+func (t *Gossip) BoardSize() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
@@ -693,3 +693,13 @@ func (t *gossipTransport) boardSize() int {
 	}
 	return n
 }
+
+// connected reports whether pn has a connection to p.
+func connected(pn *p2p.Node, p peer.ID) bool {
+	return pn.Host().Network().Connectedness(p) == network.Connected
+}
+
+var errNoCoordinator = node3.Errorf(node3.CodeUnavailable, "no trusted coordinator to talk to")
+
+// containsPeer reports whether ids holds p.
+func containsPeer(ids []peer.ID, p peer.ID) bool { return slices.Contains(ids, p) }

@@ -1,4 +1,4 @@
-package node
+package provider
 
 import (
 	"context"
@@ -31,8 +31,8 @@ const (
 	settingMarket  = "agent.marketplace_url"
 )
 
-// ProviderConfig configures the provider role.
-type ProviderConfig struct {
+// Config configures the provider role.
+type Config struct {
 	Ledger *ledger.Ledger
 	// Transport is how the provider learns of jobs and talks to its
 	// coordinator. Nil means the REST API through Client.
@@ -53,7 +53,7 @@ type ProviderConfig struct {
 // Provider takes jobs from a coordinator, runs them and reports back
 // through a durable outbox.
 type Provider struct {
-	cfg ProviderConfig
+	cfg Config
 	log *slog.Logger
 	led *ledger.Ledger
 
@@ -81,7 +81,7 @@ type provMetrics struct {
 }
 
 // NewProvider returns a provider; Run starts it.
-func NewProvider(cfg ProviderConfig) *Provider {
+func New(cfg Config) *Provider {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -150,9 +150,9 @@ func (p *Provider) Run(ctx context.Context) error {
 	return nil
 }
 
-// abort makes the provider stop as if the process had died: no report is
+// Abort makes the provider stop as if the process had died: no report is
 // written or sent from now on. For fault tests.
-func (p *Provider) abort() { p.aborted.Store(true) }
+func (p *Provider) Abort() { p.aborted.Store(true) }
 
 // capacity returns what could start now, how many jobs that is at most,
 // and a channel that is closed when it changes.
@@ -499,6 +499,20 @@ func (p *Provider) outbox(ctx context.Context) {
 	}
 }
 
+// FreeSlots is how many more jobs needing no GPU the provider could
+// start now, plus its idle GPUs: what its advert announces.
+func (p *Provider) FreeSlots() int {
+	_, n, _ := p.capacity()
+	return n
+}
+
+// CapacityChanged is signalled (without blocking; it may coalesce) when
+// the provider's free capacity changes.
+func (p *Provider) CapacityChanged() <-chan struct{} { return p.capChange }
+
+// Slots is how many jobs needing no GPU it runs at once.
+func (p *Provider) Slots() int { return p.cfg.Slots }
+
 // ActiveJobs lists the jobs this provider holds.
 func (p *Provider) ActiveJobs() []string {
 	p.mu.Lock()
@@ -512,7 +526,7 @@ func (p *Provider) ActiveJobs() []string {
 
 // api returns the REST client with the agent's key and the agent id when
 // the provider works over the REST API; (nil, "") otherwise.
-func (p *Provider) api() (*httpapi.Client, string) {
+func (p *Provider) API() (*httpapi.Client, string) {
 	if t, ok := p.tr.(*httpTransport); ok {
 		id := t.AgentID()
 		return t.api(), id

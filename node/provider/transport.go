@@ -1,4 +1,4 @@
-package node
+package provider
 
 import (
 	"context"
@@ -56,7 +56,7 @@ type Ack struct {
 // for an API key, long-poll /api/jobs/available with the free capacity,
 // and call accept/heartbeat/complete/fail.
 type httpTransport struct {
-	cfg       ProviderConfig
+	cfg       Config
 	led       *ledger.Ledger
 	log       *slog.Logger
 	connected *atomic.Bool
@@ -66,7 +66,7 @@ type httpTransport struct {
 	agentID string
 }
 
-func newHTTPTransport(cfg ProviderConfig, connected *atomic.Bool) *httpTransport {
+func newHTTPTransport(cfg Config, connected *atomic.Bool) *httpTransport {
 	return &httpTransport{cfg: cfg, led: cfg.Ledger, log: cfg.Logger, connected: connected, client: cfg.Client}
 }
 
