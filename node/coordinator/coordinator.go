@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/node3/node3"
@@ -25,8 +26,11 @@ import (
 
 // Config configures the marketplace role.
 type Config struct {
-	Ledger        *ledger.Ledger
-	Logger        *slog.Logger
+	Ledger *ledger.Ledger
+	Logger *slog.Logger
+	// Clock drives the sweeper, long-poll waits and offer rechecks (nil:
+	// the real clock); Now defaults to its Now.
+	Clock         clockwork.Clock
 	Now           func() time.Time
 	Registerer    prometheus.Registerer
 	Lease         time.Duration // how long an accept or heartbeat holds a job (default 30 s)
@@ -69,8 +73,11 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = cfg.Clock.Now
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 30 * time.Second
@@ -174,14 +181,14 @@ func (c *Coordinator) observe(j node3.Job) {
 
 // Run sweeps lapsed leases and expired jobs until ctx ends.
 func (c *Coordinator) Run(ctx context.Context) {
-	t := time.NewTicker(c.cfg.SweepInterval)
+	t := c.cfg.Clock.NewTicker(c.cfg.SweepInterval)
 	defer t.Stop()
 	for {
 		c.sweep(ctx)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 	}
 }
@@ -268,13 +275,13 @@ func (c *Coordinator) AvailableJobs(ctx context.Context, a node3.Agent, limit in
 	c.metrics.polls.Inc()
 	var deadline <-chan time.Time
 	if wait > 0 {
-		t := time.NewTimer(wait)
+		t := c.cfg.Clock.NewTimer(wait)
 		defer t.Stop()
-		deadline = t.C
+		deadline = t.Chan()
 	}
 	// Offers to other agents lapse without any event: look again at least
 	// once per offer lifetime.
-	recheck := time.NewTicker(c.cfg.OfferTTL)
+	recheck := c.cfg.Clock.NewTicker(c.cfg.OfferTTL)
 	defer recheck.Stop()
 	for {
 		c.mu.Lock()
@@ -292,7 +299,7 @@ func (c *Coordinator) AvailableJobs(ctx context.Context, a node3.Agent, limit in
 		over, gone := false, false
 		select {
 		case <-changed:
-		case <-recheck.C:
+		case <-recheck.Chan():
 		case <-deadline:
 			over = true
 		case <-ctx.Done():
