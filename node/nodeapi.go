@@ -70,14 +70,12 @@ func (n *Node) Earnings(ctx context.Context) (node3.Earnings, error) {
 	}
 	e.WalletAddress = n.wallet.Address().String()
 	e.WalletBalance = n.walletBalance(ctx)
-	if client, id := n.prov.API(); id != "" {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		if me, err := client.Me(cctx); err == nil {
-			e.Paid = me.Agent.Paid
-		} else {
-			n.log.Debug("asking the coordinator what it paid", "err", err)
-		}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if me, err := n.prov.Me(cctx); err == nil {
+		e.Paid = me.Paid
+	} else {
+		n.log.Debug("asking the coordinator what it paid", "err", err)
 	}
 	return e, nil
 }

@@ -186,6 +186,11 @@ func (t *Gossip) Register(ctx context.Context) error {
 
 func (t *Gossip) AgentID() string { return t.self }
 
+// Me: a coordinator serves no agent record over libp2p yet.
+func (t *Gossip) Me(context.Context) (node3.Agent, error) {
+	return node3.Agent{}, node3.Errorf(node3.CodeUnavailable, "the coordinator's record of this provider is not served over libp2p")
+}
+
 // Connected reports whether a trusted coordinator is connected.
 func (t *Gossip) Connected() bool {
 	for _, c := range t.cfg.Trusted {

@@ -136,13 +136,11 @@ func (p *Provider) Run(ctx context.Context) error {
 	if err := p.tr.Register(ctx); err != nil {
 		return err
 	}
-	if r, ok := p.tr.(interface{ Run(context.Context) }); ok {
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			r.Run(ctx)
-		}()
-	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.tr.Run(ctx)
+	}()
 	p.wg.Add(1)
 	go p.outbox(ctx)
 	p.poll(ctx)
@@ -524,27 +522,16 @@ func (p *Provider) ActiveJobs() []string {
 	return out
 }
 
-// api returns the REST client with the agent's key and the agent id when
-// the provider works over the REST API; (nil, "") otherwise.
-func (p *Provider) API() (*httpapi.Client, string) {
-	if t, ok := p.tr.(*httpTransport); ok {
-		id := t.AgentID()
-		return t.api(), id
-	}
-	return nil, ""
-}
+// Me asks the coordinator how it sees this provider: what it earned and
+// was paid (CodeUnavailable where the transport cannot ask).
+func (p *Provider) Me(ctx context.Context) (node3.Agent, error) { return p.tr.Me(ctx) }
 
 // AgentID is this provider's id at the coordinator ("" before registration).
 func (p *Provider) AgentID() string { return p.tr.AgentID() }
 
 // Connected reports whether the provider can reach its coordinator: for
 // the REST transport, whether the last call went through.
-func (p *Provider) Connected() bool {
-	if c, ok := p.tr.(interface{ Connected() bool }); ok {
-		return c.Connected()
-	}
-	return p.connected.Load()
-}
+func (p *Provider) Connected() bool { return p.tr.Connected() }
 
 // backoff is exponential with jitter.
 type backoff struct {

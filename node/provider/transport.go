@@ -42,6 +42,14 @@ type Transport interface {
 	// Complete and Fail deliver a final report for the attempt granted.
 	Complete(ctx context.Context, jobID string, attempt int, res node3.JobResult) (Ack, error)
 	Fail(ctx context.Context, jobID string, attempt int, reason string, retryable bool, res node3.JobResult) (Ack, error)
+	// Run does the transport's own background work (keeping the board in
+	// sync, say) until ctx ends; it may return at once if there is none.
+	Run(ctx context.Context)
+	// Connected reports whether the coordinator is reachable now.
+	Connected() bool
+	// Me asks the coordinator how it sees this provider (what it earned
+	// and was paid); CodeUnavailable where the transport cannot ask.
+	Me(ctx context.Context) (node3.Agent, error)
 }
 
 // Ack is the coordinator's answer to a final report: the job as it now
@@ -180,6 +188,21 @@ func (t *httpTransport) Offers(ctx context.Context, free node3.Capacity, n int, 
 }
 
 func (t *httpTransport) Withdraw(string) {}
+
+// Run: the REST path has no background work of its own.
+func (t *httpTransport) Run(context.Context) {}
+
+// Connected reports whether the last call to the marketplace went through.
+func (t *httpTransport) Connected() bool { return t.connected.Load() }
+
+// Me asks the marketplace for this agent's record (GET /api/agents/me).
+func (t *httpTransport) Me(ctx context.Context) (node3.Agent, error) {
+	if t.AgentID() == "" {
+		return node3.Agent{}, node3.Errorf(node3.CodeUnavailable, "not registered yet")
+	}
+	v, err := t.api().Me(ctx)
+	return v.Agent, err
+}
 
 func (t *httpTransport) Accept(ctx context.Context, jobID string) (node3.Job, error) {
 	return t.api().Accept(ctx, jobID)
