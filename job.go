@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // JobKind says how a job runs.
@@ -274,12 +275,25 @@ func checkURL(name, u string) error {
 	return nil
 }
 
-func truncate(s string, n int) string {
+// Truncate is the one rule for cutting text to a limit: s itself when it
+// has at most n bytes, else its longest prefix that ends on a character
+// boundary and, with "…" appended, has at most n bytes.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	const ellipsis = "…"
+	cut, tail := n-len(ellipsis), ellipsis
+	if cut <= 0 { // no room for the ellipsis
+		cut, tail = max(n, 0), ""
+	}
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + tail
 }
+
+func truncate(s string, n int) string { return Truncate(s, n) }
 
 // Job is a JobSpec placed on the board: identity, state, lease and result.
 type Job struct {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestNormalize(t *testing.T) {
@@ -141,4 +142,30 @@ func TestNormalizePublic(t *testing.T) {
 	if err := bad.NormalizePublic(); err == nil {
 		t.Fatal("NormalizePublic let a noop job carry a command")
 	}
+}
+
+// FuzzTruncate: the one truncation rule keeps text within its limit, cuts
+// only on character boundaries and leaves short text alone.
+func FuzzTruncate(f *testing.F) {
+	for _, s := range []string{"", "abc", "héllo wörld", strings.Repeat("é", 100), "a…b"} {
+		f.Add(s, 5)
+	}
+	f.Fuzz(func(t *testing.T, s string, n int) {
+		if n < 0 || n > 1<<16 {
+			return
+		}
+		got := Truncate(s, n)
+		switch {
+		case len(s) <= n && got != s:
+			t.Fatalf("Truncate(%q, %d) = %q, want it unchanged", s, n, got)
+		case len(got) > n:
+			t.Fatalf("Truncate(%q, %d) = %q: %d bytes", s, n, got, len(got))
+		case len(s) > n && n >= 4 && !strings.HasSuffix(got, "…"):
+			t.Fatalf("Truncate(%q, %d) = %q: no ellipsis", s, n, got)
+		case utf8.ValidString(s) && !utf8.ValidString(got):
+			t.Fatalf("Truncate(%q, %d) = %q cut a character", s, n, got)
+		case len(s) > n && !strings.HasPrefix(s, strings.TrimSuffix(got, "…")):
+			t.Fatalf("Truncate(%q, %d) = %q is not a prefix", s, n, got)
+		}
+	})
 }

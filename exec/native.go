@@ -357,9 +357,4 @@ func safeName(id string) string {
 	return b.String()
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+func truncate(s string, n int) string { return node3.Truncate(s, n) }

@@ -276,12 +276,7 @@ func typeName(goType string) string {
 	return "an object"
 }
 
-func trunc(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
-}
+func trunc(s string, n int) string { return node3.Truncate(s, n) }
 
 // bearer extracts an API key from Authorization: Bearer or X-API-Key.
 func bearer(r *http.Request) string {

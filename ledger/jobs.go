@@ -139,12 +139,7 @@ func (l *Ledger) Job(ctx context.Context, id string) (node3.Job, error) {
 	return j, err
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
-}
+func truncate(s string, n int) string { return node3.Truncate(s, n) }
 
 // Transition applies ev to the job with the given id in one atomic write
 // and returns the job after it. A completed job gets its pending payout and

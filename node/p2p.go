@@ -263,12 +263,7 @@ func (n *Node) advertise(ctx context.Context) {
 	}
 }
 
-func truncateVersion(v string) string {
-	if len(v) > 64 {
-		return v[:64]
-	}
-	return v
-}
+func truncateVersion(v string) string { return node3.Truncate(v, 64) }
 
 // P2P is the node's libp2p node (nil without p2p), for tests, the harness
 // and benchmarks.

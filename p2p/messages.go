@@ -319,12 +319,7 @@ func checkWallet(w string) error {
 	return nil
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+func truncate(s string, n int) string { return node3.Truncate(s, n) }
 
 // trimErr keeps decoder errors short: they may quote attacker input.
 func trimErr(err error) string { return truncate(err.Error(), 200) }

@@ -246,12 +246,7 @@ func (cp *Gossip) publish(ctx context.Context, sh *pubShard, j node3.Job) {
 	cp.metrics.published.WithLabelValues(string(p.Kind)).Inc()
 }
 
-func truncateText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
-}
+func truncateText(s string, n int) string { return node3.Truncate(s, n) }
 
 // OnAdvert runs on the p2p delivery goroutine: it marks the provider seen
 // and, if its ledger agent is missing or out of date, queues the write.

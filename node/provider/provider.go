@@ -441,12 +441,7 @@ func (p *Provider) deliver(ctx context.Context, r node3.Report) bool {
 	return true
 }
 
-func truncateReason(s string) string {
-	if len(s) > 4000 {
-		return s[:4000] + "…"
-	}
-	return s
-}
+func truncateReason(s string) string { return node3.Truncate(s, 4000) }
 
 // outbox redelivers reports that could not be sent: at start (reports left
 // by an earlier run) and after failures, with backoff.
