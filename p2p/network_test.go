@@ -364,11 +364,11 @@ func TestSharedRegistererAndTwoNodes(t *testing.T) {
 
 func TestCloseIsIdempotentAndStopsEverything(t *testing.T) {
 	net := testNetwork(t)
+	before := goleak.IgnoreCurrent()
 	boot := startNode(t, testConfig(t, net))
 	cfg := testConfig(t, net)
 	cfg.Bootstrap = addrStrings(boot)
 	cfg.DiscoveryInterval = 100 * time.Millisecond
-	before := goleak.IgnoreCurrent() // the bootstrap node keeps running
 	n, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -378,7 +378,9 @@ func TestCloseIsIdempotentAndStopsEverything(t *testing.T) {
 	if _, err := boot.Request(context.Background(), n.ID(), "/node3/test/x/1", nil); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Close while discovery is at work: it has found the bootstrap node's
+	// advertisement namespace at least once.
+	eventually(t, 5*time.Second, "n connected to its bootstrap peer", func() bool { return n.PeerCount() >= 1 })
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +393,11 @@ func TestCloseIsIdempotentAndStopsEverything(t *testing.T) {
 	if err := n.PublishJob(context.Background(), JobPosting{Kind: PostingStatus, JobID: "j", Status: node3.StatusFailed}); err == nil {
 		t.Fatal("publish after Close succeeded")
 	}
-	// Everything n started is gone (TestMain checks the rest at the end).
+	// Everything either node started is gone once both are closed (the
+	// bootstrap node's own goroutines for n could otherwise outlive n).
+	if err := boot.Close(); err != nil {
+		t.Fatal(err)
+	}
 	goleak.VerifyNone(t, before)
 }
 
