@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -59,6 +60,7 @@ const (
 	workPenaltyHalfLife = 15 * time.Minute
 	maxPenalisedPeers   = 4096
 	workInboxSize       = 16
+	maxWorkBatch        = 64 // frames per write
 )
 
 // WorkConn is one end of a work stream. The remote peer is authenticated
@@ -352,6 +354,8 @@ func (c *WorkConn) violation(reason string, err error) {
 	c.closeWith(reason, fmt.Errorf("%w (%s): %w", ErrWorkProtocol, reason, err))
 }
 
+// writeLoop writes queued frames, batching what is queued into one write,
+// and pings when it wrote nothing for a keepalive interval.
 func (c *WorkConn) writeLoop() {
 	ping, err := encodeWork(&WorkMessage{Type: WorkPing})
 	if err != nil {
@@ -360,22 +364,39 @@ func (c *WorkConn) writeLoop() {
 	t := time.NewTicker(c.n.cfg.WorkKeepAlive)
 	defer t.Stop()
 	wrote := false
+	var buf bytes.Buffer
+	var types []WorkType
 	for {
-		var f workFrame
+		buf.Reset()
+		types = types[:0]
+		add := func(f workFrame) {
+			_ = writeFrame(&buf, frameData, f.data) // a bytes.Buffer does not fail
+			types = append(types, f.typ)
+		}
 		select {
 		case <-c.done:
 			return
-		case f = <-c.out:
+		case f := <-c.out:
+			add(f)
+			for len(types) < maxWorkBatch && buf.Len() < maxWorkFromCoordinator {
+				select {
+				case f := <-c.out:
+					add(f)
+					continue
+				default:
+				}
+				break
+			}
 			wrote = true
 		case <-t.C:
 			if wrote {
 				wrote = false
 				continue
 			}
-			f = workFrame{typ: WorkPing, data: ping}
+			add(workFrame{typ: WorkPing, data: ping})
 		}
 		_ = c.s.SetWriteDeadline(time.Now().Add(c.n.cfg.WorkWriteTimeout))
-		if err := writeFrame(c.s, frameData, f.data); err != nil {
+		if _, err := c.s.Write(buf.Bytes()); err != nil {
 			if isTimeout(err) {
 				c.closeWith(workReasonWrite, fmt.Errorf("%w: write timed out after %s", ErrWorkSlowPeer, c.n.cfg.WorkWriteTimeout))
 			} else {
@@ -383,7 +404,9 @@ func (c *WorkConn) writeLoop() {
 			}
 			return
 		}
-		c.n.metrics.workMessages.WithLabelValues(string(f.typ), "out").Inc()
+		for _, typ := range types {
+			c.n.metrics.workMessages.WithLabelValues(string(typ), "out").Inc()
+		}
 	}
 }
 
