@@ -87,7 +87,7 @@ func FuzzReadWorkMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, fromProvider bool) {
 		r := bufio.NewReader(bytes.NewReader(data))
 		for range 64 {
-			m, reason, err := readWorkMessage(r, max, fromProvider)
+			m, reason, err := readWorkMessage(r, max, fromProvider, nil)
 			if err != nil {
 				if reason == "" && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 					t.Fatalf("failure without a reason: %v", err)

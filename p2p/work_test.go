@@ -637,3 +637,55 @@ func TestDecodeWorkMessage(t *testing.T) {
 		t.Fatalf("oversized: %v", err)
 	}
 }
+
+// One coordinator, several providers: each stream is its peer's, and a
+// grant goes to the one provider it is sent to.
+func TestWorkManyProviders(t *testing.T) {
+	net := testNetwork(t)
+	coord := startNode(t, testConfig(t, net))
+	ws := newWorkServer(coord)
+	provs := map[peer.ID]*WorkConn{}
+	for range 3 {
+		cfg := testConfig(t, net)
+		cfg.TrustedCoordinators = []peer.ID{coord.ID()}
+		p := startNode(t, cfg)
+		connect(t, p, coord)
+		c := openWork(t, p, coord.ID())
+		if err := c.SendCapacity(testCapacity()); err != nil {
+			t.Fatal(err)
+		}
+		provs[p.ID()] = c
+	}
+	at := map[peer.ID]*WorkConn{}
+	for range provs {
+		c := recv(t, ws.conns, "work stream")
+		if _, ok := provs[c.Peer()]; !ok {
+			t.Fatalf("stream from unknown peer %s", c.Peer())
+		}
+		at[c.Peer()] = c
+	}
+	if len(at) != len(provs) {
+		t.Fatalf("%d distinct streams, want %d", len(at), len(provs))
+	}
+	now := time.Now()
+	for id, c := range at {
+		if err := c.SendGrant(testGrant("job-"+id.String()[len(id.String())-8:], now)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, pc := range provs {
+		m := recv(t, pc.Messages(), "grant")
+		if m.Grant == nil || m.Grant.Job.ID != "job-"+id.String()[len(id.String())-8:] {
+			t.Fatalf("provider %s got %+v", id.ShortString(), m)
+		}
+	}
+	if acc, _ := coord.WorkConns(); len(acc) != len(provs) {
+		t.Fatalf("%d accepted streams", len(acc))
+	}
+	_ = coord.Close()
+	for id, pc := range provs {
+		if err := waitDone(t, pc, "coordinator shutdown seen by "+id.ShortString()); !errors.Is(err, ErrWorkBroken) {
+			t.Fatalf("provider %s: %v", id.ShortString(), err)
+		}
+	}
+}

@@ -314,7 +314,7 @@ func (c *WorkConn) readLoop() {
 	var lastSeq uint64
 	for {
 		_ = c.s.SetReadDeadline(time.Now().Add(c.n.cfg.WorkIdleTimeout))
-		m, reason, err := readWorkMessage(r, max, c.coord)
+		m, reason, err := readWorkMessage(r, max, c.coord, c.s.Scope())
 		if err == nil && m.Capacity != nil {
 			if m.Capacity.Seq <= lastSeq {
 				reason, err = workReasonStale, fmt.Errorf("capacity seq %d is not above %d", m.Capacity.Seq, lastSeq)
@@ -410,10 +410,17 @@ func (c *WorkConn) writeLoop() {
 	}
 }
 
+// memScope accounts frame buffers with the resource manager.
+type memScope interface {
+	ReserveMemory(size int, prio uint8) error
+	ReleaseMemory(size int)
+}
+
 // readWorkMessage reads one frame of at most max bytes and decodes it.
-// fromProvider says the sender is the provider end. An I/O error comes
-// back with an empty reason; a protocol violation with its reason.
-func readWorkMessage(r *bufio.Reader, max int, fromProvider bool) (WorkMessage, string, error) {
+// fromProvider says the sender is the provider end; scope, if not nil,
+// accounts the frame's buffer. An I/O error (or no memory for the frame)
+// comes back with an empty reason; a protocol violation with its reason.
+func readWorkMessage(r *bufio.Reader, max int, fromProvider bool, scope memScope) (WorkMessage, string, error) {
 	kind, err := r.ReadByte()
 	if err != nil {
 		return WorkMessage{}, "", err
@@ -433,6 +440,12 @@ func readWorkMessage(r *bufio.Reader, max int, fromProvider bool) (WorkMessage, 
 	}
 	if size > uint64(max) {
 		return WorkMessage{}, reasonOversize, fmt.Errorf("%w: %d bytes, limit %d", errFrameTooLarge, size, max)
+	}
+	if scope != nil {
+		if err := scope.ReserveMemory(int(size), network.ReservationPriorityMedium); err != nil {
+			return WorkMessage{}, "", fmt.Errorf("no memory for a %d-byte frame: %w", size, err)
+		}
+		defer scope.ReleaseMemory(int(size))
 	}
 	payload := make([]byte, size)
 	if _, err := io.ReadFull(r, payload); err != nil {
