@@ -689,3 +689,32 @@ func TestWorkManyProviders(t *testing.T) {
 		}
 	}
 }
+
+// A work-stream violation lowers the sender's GossipSub score.
+func TestWorkPenaltyLowersGossipScore(t *testing.T) {
+	coord, prov := workNodes(t, nil, nil)
+	ws := newWorkServer(coord)
+	waitTopicPeer(t, coord, JobsTopic(coord.Network()), prov.ID())
+	eventually(t, 5*time.Second, "provider scored", func() bool {
+		_, ok := coord.PeerScore(prov.ID())
+		return ok
+	})
+	before, _ := coord.PeerScore(prov.ID())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := prov.Host().NewStream(ctx, coord.ID(), WorkProtocol(coord.Network()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	if _, err := s.Write([]byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, ws.ended, "stream dropped"); !errors.Is(err, ErrWorkProtocol) {
+		t.Fatalf("ended with %v", err)
+	}
+	eventually(t, 5*time.Second, "score to drop", func() bool {
+		score, _ := coord.PeerScore(prov.ID())
+		return score <= before-workPenaltyPoints*0.9
+	})
+}
