@@ -248,8 +248,8 @@ func TestWorkOpenRefused(t *testing.T) {
 func TestWorkKeepAliveAndIdle(t *testing.T) {
 	t.Run("pings keep it open", func(t *testing.T) {
 		coord, prov := workNodes(t, nil, func(c, p *Config) {
-			c.WorkKeepAlive, c.WorkIdleTimeout = 20*time.Millisecond, 300*time.Millisecond
-			p.WorkKeepAlive, p.WorkIdleTimeout = 20*time.Millisecond, 300*time.Millisecond
+			c.WorkKeepAlive, c.WorkIdleTimeout = 20*time.Millisecond, time.Second
+			p.WorkKeepAlive, p.WorkIdleTimeout = 20*time.Millisecond, time.Second
 		})
 		ws := newWorkServer(coord)
 		pc := openWork(t, prov, coord.ID())
@@ -257,10 +257,10 @@ func TestWorkKeepAliveAndIdle(t *testing.T) {
 			t.Fatal(err)
 		}
 		cc := recv(t, ws.conns, "work stream")
-		// 30 pings each way take 600ms, twice the idle timeout.
-		eventually(t, 5*time.Second, "pings", func() bool {
-			return metricValue(coord.metrics.workMessages.WithLabelValues("ping", "in")) >= 30 &&
-				metricValue(prov.metrics.workMessages.WithLabelValues("ping", "in")) >= 30
+		// 75 pings each way take at least 1.5s, more than the idle timeout.
+		eventually(t, 15*time.Second, "pings", func() bool {
+			return metricValue(coord.metrics.workMessages.WithLabelValues("ping", "in")) >= 75 &&
+				metricValue(prov.metrics.workMessages.WithLabelValues("ping", "in")) >= 75
 		})
 		if cc.Err() != nil || pc.Err() != nil {
 			t.Fatalf("closed despite pings: %v / %v", cc.Err(), pc.Err())
@@ -717,4 +717,23 @@ func TestWorkPenaltyLowersGossipScore(t *testing.T) {
 		score, _ := coord.PeerScore(prov.ID())
 		return score <= before-workPenaltyPoints*0.9
 	})
+}
+
+func TestWorkConfig(t *testing.T) {
+	for name, mod := range map[string]func(*Config){
+		"idle not above keepalive": func(c *Config) { c.WorkKeepAlive, c.WorkIdleTimeout = time.Second, time.Second },
+		"negative keepalive":       func(c *Config) { c.WorkKeepAlive = -1 },
+		"negative send queue":      func(c *Config) { c.WorkSendQueue = -1 },
+	} {
+		cfg := testConfig(t, "x")
+		mod(&cfg)
+		if _, err := cfg.withDefaults(); node3.ErrorCode(err) != node3.CodeInvalid {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	cfg, err := testConfig(t, "x").withDefaults()
+	if err != nil || cfg.WorkKeepAlive != DefaultWorkKeepAlive || cfg.WorkIdleTimeout != 3*DefaultWorkKeepAlive ||
+		cfg.WorkWriteTimeout != DefaultWorkWriteTimeout || cfg.WorkSendQueue != DefaultWorkSendQueue {
+		t.Fatalf("defaults %+v %v", cfg, err)
+	}
 }

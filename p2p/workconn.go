@@ -131,7 +131,8 @@ func (c *WorkConn) Close() error {
 // capacity, ack, decline; a coordinator grant, revoke), a capacity Seq
 // not above the last one sent, or a closed stream. When the queue
 // (WorkSendQueue) is full the peer is too slow: the stream is closed with
-// ErrWorkSlowPeer.
+// ErrWorkSlowPeer. Queued is not delivered: a grant counts as taken only
+// when its ack arrives.
 func (c *WorkConn) Send(m WorkMessage) error {
 	if err := c.Err(); err != nil {
 		return err
