@@ -163,6 +163,8 @@
 // older (ErrWorkReplaced), so a provider that reconnects after a network
 // blip does not wait for its dead stream to time out. Close, or Node
 // Close, resets the stream, which the peer sees at once (ErrWorkBroken).
+// KeepWork runs a provider's loop for one coordinator: open, hand the
+// stream to a function, reopen with backoff when it ends.
 //
 // A frame that is malformed, oversized, of another version, of a type the
 // sender's side may not send, or a capacity report whose seq does not

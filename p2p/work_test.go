@@ -737,3 +737,49 @@ func TestWorkConfig(t *testing.T) {
 		t.Fatalf("defaults %+v %v", cfg, err)
 	}
 }
+
+func TestKeepWork(t *testing.T) {
+	coord, prov := workNodes(t, nil, nil)
+	conns := make(chan *WorkConn, 16)
+	coord.HandleWork(func(c *WorkConn) {
+		conns <- c
+		for m := range c.Messages() {
+			if m.Capacity != nil {
+				return // drop the stream: the provider must come back
+			}
+		}
+	})
+	opened := make(chan struct{}, 16)
+	stop, err := prov.KeepWork(coord.ID(), func(c *WorkConn) {
+		opened <- struct{}{}
+		_ = c.SendCapacity(testCapacity())
+		for range c.Messages() {
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prov.KeepWork(coord.ID(), func(*WorkConn) {}); node3.ErrorCode(err) != node3.CodeConflict {
+		t.Fatalf("second KeepWork: %v", err)
+	}
+	for range 3 {
+		recv(t, opened, "stream (re)opened")
+		recv(t, conns, "stream at the coordinator")
+	}
+	stop()
+	eventually(t, 5*time.Second, "no work streams", func() bool {
+		acc, _ := coord.WorkConns()
+		_, out := prov.WorkConns()
+		return len(acc) == 0 && len(out) == 0
+	})
+	// Stopped loops can be started again.
+	stop, err = prov.KeepWork(coord.ID(), func(c *WorkConn) {
+		for range c.Messages() {
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, conns, "stream after restart")
+	stop()
+}

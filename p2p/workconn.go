@@ -95,6 +95,7 @@ type workState struct {
 	mu      sync.Mutex
 	handler func(*WorkConn)
 	in, out map[peer.ID]*WorkConn // accepted (we coordinate), opened (we provide)
+	keeps   map[peer.ID]bool      // coordinators with a KeepWork loop
 	pen     penalties
 }
 
@@ -276,6 +277,81 @@ func (n *Node) OpenWork(ctx context.Context, coordinator peer.ID) (*WorkConn, er
 		return nil, wrapCtx(ctx, fmt.Errorf("open work stream to %s: %w", coordinator.ShortString(), err))
 	}
 	return n.startWork(s, false)
+}
+
+// KeepWork keeps a work stream open to a coordinator until stop is called
+// or the node closes: it opens one (retrying with backoff between
+// ReconnectMin and ReconnectMax while the coordinator cannot be reached or
+// keeps dropping the stream), runs f with it on a goroutine owned by the
+// Node, and when f returns closes the stream and opens the next. f should
+// range over c.Messages and return when it closes. stop waits for f to
+// return; do not call it from f. There is one KeepWork per coordinator at
+// a time (a second is refused): two would keep replacing each other.
+func (n *Node) KeepWork(coordinator peer.ID, f func(c *WorkConn)) (stop func(), err error) {
+	n.work.mu.Lock()
+	if n.work.keeps[coordinator] {
+		n.work.mu.Unlock()
+		return nil, node3.Errorf(node3.CodeConflict, "a work stream to %s is already kept", coordinator.ShortString())
+	}
+	if n.work.keeps == nil {
+		n.work.keeps = map[peer.ID]bool{}
+	}
+	n.work.keeps[coordinator] = true
+	n.work.mu.Unlock()
+	release := func() {
+		n.work.mu.Lock()
+		delete(n.work.keeps, coordinator)
+		n.work.mu.Unlock()
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	done := make(chan struct{})
+	if !n.goSafe(func() {
+		defer close(done)
+		defer release()
+		n.keepWork(ctx, coordinator, f)
+	}) {
+		cancel()
+		release()
+		return nil, fmt.Errorf("keep work stream to %s: %w (node closing)", coordinator.ShortString(), ErrWorkClosed)
+	}
+	return func() { cancel(); <-done }, nil
+}
+
+func (n *Node) keepWork(ctx context.Context, coordinator peer.ID, f func(c *WorkConn)) {
+	backoff := n.cfg.ReconnectMin
+	wait := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, n.cfg.ReconnectMax)
+		return true
+	}
+	for ctx.Err() == nil {
+		octx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
+		c, err := n.OpenWork(octx, coordinator)
+		cancel()
+		if err != nil {
+			n.log.Debug("open work stream failed", "coordinator", coordinator, "err", err, "retry_in", backoff)
+			if !wait() {
+				return
+			}
+			continue
+		}
+		opened := time.Now()
+		unhook := context.AfterFunc(ctx, func() { _ = c.Close() })
+		f(c)
+		unhook()
+		_ = c.Close()
+		if time.Since(opened) > n.cfg.ReconnectMax {
+			backoff = n.cfg.ReconnectMin // it was healthy: reconnect soon
+		}
+		n.log.Debug("work stream ended", "coordinator", coordinator, "err", c.Err(), "reopen_in", backoff)
+		if !wait() {
+			return
+		}
+	}
 }
 
 // startWork registers a work stream and starts its reader and writer.
