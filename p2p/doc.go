@@ -131,7 +131,8 @@
 //	/node3/<network>/work/1    provider ⇄ coordinator, many frames each way
 //
 // opened with OpenWork (refused, CodeForbidden, for a coordinator outside
-// the trusted set) and served by HandleWork. Frames are the data frames
+// the trusted set; SetTrustedCoordinators closes streams to coordinators
+// it drops) and served by HandleWork. Frames are the data frames
 // above; each holds one JSON WorkMessage, an envelope with the version,
 // a type tag and the one body that type names:
 //

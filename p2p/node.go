@@ -396,8 +396,12 @@ func (n *Node) Connect(ctx context.Context, pi peer.AddrInfo) error {
 }
 
 // SetTrustedCoordinators replaces the set of coordinators whose job
-// postings this node accepts.
-func (n *Node) SetTrustedCoordinators(ids []peer.ID) { n.trust.replace(ids) }
+// postings this node accepts; work streams to coordinators no longer
+// trusted are closed.
+func (n *Node) SetTrustedCoordinators(ids []peer.ID) {
+	n.trust.replace(ids)
+	n.work.closeUntrusted(n.trust)
+}
 
 // TrustedCoordinators returns the current trusted set (without TrustFunc).
 func (n *Node) TrustedCoordinators() []peer.ID { return n.trust.list() }

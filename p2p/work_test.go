@@ -234,6 +234,13 @@ func TestWorkOpenRefused(t *testing.T) {
 	if _, err := prov.OpenWork(ctx, other.ID()); node3.ErrorCode(err) != node3.CodeForbidden {
 		t.Fatalf("untrusted coordinator: %v", err)
 	}
+	// A coordinator that loses the provider's trust loses its stream.
+	newWorkServer(coord)
+	c := openWork(t, prov, coord.ID())
+	prov.SetTrustedCoordinators([]peer.ID{other.ID()})
+	if err := waitDone(t, c, "stream to an untrusted coordinator closed"); !errors.Is(err, ErrWorkClosed) || !strings.Contains(err.Error(), "no longer trusted") {
+		t.Fatalf("ended with %v", err)
+	}
 	// Trusted, but it serves no work streams.
 	prov.SetTrustedCoordinators([]peer.ID{coord.ID(), other.ID()})
 	c, err := prov.OpenWork(ctx, other.ID())

@@ -49,6 +49,7 @@ const (
 	workReasonBroken    = "broken"
 	workReasonDirection = "direction"
 	workReasonStale     = "stale_seq"
+	workReasonUntrusted = "untrusted"
 )
 
 // Work-stream penalties: each protocol violation costs the peer
@@ -616,6 +617,23 @@ func (w *workState) closeAll() {
 	w.mu.Unlock()
 	for _, c := range all {
 		c.closeWith(workReasonClosed, ErrWorkClosed)
+	}
+}
+
+// closeUntrusted closes the opened work streams whose coordinator is no
+// longer trusted.
+func (w *workState) closeUntrusted(t *trustSet) {
+	w.mu.Lock()
+	out := make([]*WorkConn, 0, len(w.out))
+	for _, c := range w.out {
+		out = append(out, c)
+	}
+	w.mu.Unlock()
+	for _, c := range out {
+		if t.trusted(c.remote) {
+			continue
+		}
+		c.closeWith(workReasonUntrusted, fmt.Errorf("%w: coordinator %s is no longer trusted", ErrWorkClosed, c.remote.ShortString()))
 	}
 }
 
