@@ -250,6 +250,10 @@ func (n *Node) serveWork(s network.Stream) {
 	n.work.mu.Lock()
 	h := n.work.handler
 	n.work.mu.Unlock()
+	if h == nil {
+		_ = s.Reset()
+		return
+	}
 	c, err := n.startWork(s, true)
 	if err != nil {
 		return
