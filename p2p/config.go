@@ -31,6 +31,9 @@ const (
 	DefaultMaxClockSkew      = 30 * time.Second
 	DefaultReplayCacheSize   = 32 << 10
 	DefaultSeenMessagesTTL   = 10 * time.Minute
+	DefaultWorkKeepAlive     = 15 * time.Second
+	DefaultWorkWriteTimeout  = 10 * time.Second
+	DefaultWorkSendQueue     = 256
 )
 
 // DefaultListenAddrs are used when Config.ListenAddrs is empty.
@@ -103,6 +106,14 @@ type Config struct {
 	// ColocationWhitelist are CIDRs exempt from GossipSub's IP-colocation
 	// penalty in addition to loopback (e.g. a LAN of test machines).
 	ColocationWhitelist []string
+	// WorkKeepAlive is how often each side of a work stream sends a ping
+	// when it sent nothing else; WorkIdleTimeout (default 3×WorkKeepAlive)
+	// closes a stream on which nothing arrived for that long;
+	// WorkWriteTimeout bounds writing one frame. WorkSendQueue bounds the
+	// frames waiting to be written on one stream: a peer that falls that
+	// far behind is dropped rather than allowed to hold the sender up.
+	WorkKeepAlive, WorkIdleTimeout, WorkWriteTimeout time.Duration
+	WorkSendQueue                                    int
 	// Gater, if set, may refuse connections (the harness uses it to
 	// partition a local network).
 	Gater connmgr.ConnectionGater
@@ -144,6 +155,15 @@ func (cfg Config) withDefaults() (Config, error) {
 	def(&cfg.DiscoveryInterval, DefaultDiscoveryInterval)
 	def(&cfg.ScoreInspectInterval, DefaultScoreInspect)
 	def(&cfg.MaxClockSkew, DefaultMaxClockSkew)
+	def(&cfg.WorkKeepAlive, DefaultWorkKeepAlive)
+	def(&cfg.WorkIdleTimeout, 3*cfg.WorkKeepAlive)
+	def(&cfg.WorkWriteTimeout, DefaultWorkWriteTimeout)
+	if cfg.WorkSendQueue == 0 {
+		cfg.WorkSendQueue = DefaultWorkSendQueue
+	}
+	if cfg.WorkKeepAlive < 0 || cfg.WorkIdleTimeout <= cfg.WorkKeepAlive || cfg.WorkWriteTimeout < 0 || cfg.WorkSendQueue < 1 {
+		return cfg, node3.Errorf(node3.CodeInvalid, "work stream settings need 0 < keepalive (%s) < idle timeout (%s), a positive write timeout and send queue", cfg.WorkKeepAlive, cfg.WorkIdleTimeout)
+	}
 	if cfg.ReconnectMax < cfg.ReconnectMin {
 		cfg.ReconnectMax = cfg.ReconnectMin
 	}

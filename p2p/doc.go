@@ -123,11 +123,70 @@
 // sets More. The peer on a stream is authenticated by the transport
 // security, so a handler's from argument is who the claimant really is.
 //
+// # Work streams
+//
+// Assignment is decided once, at the coordinator. A provider keeps one
+// long-lived stream to each coordinator it trusts,
+//
+//	/node3/<network>/work/1    provider ⇄ coordinator, many frames each way
+//
+// opened with OpenWork (refused, CodeForbidden, for a coordinator outside
+// the trusted set; SetTrustedCoordinators closes streams to coordinators
+// it drops) and served by HandleWork. Frames are the data frames
+// above; each holds one JSON WorkMessage, an envelope with the version,
+// a type tag and the one body that type names:
+//
+//	{"v":1,"type":"capacity","capacity":{"seq":…,"free_slots":1,"total_slots":2,"gpus":[{"index":0,"uuid":"GPU-…","vendor":"NVIDIA","model":"H200","memory_bytes":…,"busy":false}],"price_floor_lamports":5000,"wallet_address":"…","software_version":"…"}}
+//	{"v":1,"type":"ack","ack":{"job_id":"…","attempt":1}}
+//	{"v":1,"type":"decline","decline":{"job_id":"…","attempt":1,"reason":"…"}}
+//	{"v":1,"type":"grant","grant":{"job":{…the full node3.Job…},"attempt":1,"gpus":[{"index":0,"uuid":"GPU-…"}],"lease_expires_at":"…","ack_by":"…"}}
+//	{"v":1,"type":"revoke","revoke":{"job_id":"…","attempt":1,"reason":"…"}}
+//	{"v":1,"type":"ping"}
+//
+// Capacity, ack and decline go from provider to coordinator; grant and
+// revoke from coordinator to provider; ping either way. A capacity report's
+// seq rises with every report on a stream. Size limits: 64 KiB for
+// capacity, 512 KiB for a grant (a full job spec, command and env
+// included, checked with JobSpec.Normalize on a copy), 4 KiB for the rest;
+// a frame's declared length is refused before it is read (64 KiB from a
+// provider, 512 KiB from a coordinator). The version is the protocol ID's:
+// a frame with another "v" is an error, not a message to ignore.
+//
+// A WorkConn carries the authenticated remote peer; Messages delivers what
+// the peer sends, in order, pings excluded; Send checks a message and
+// queues it without blocking. Each stream has a reader and a writer
+// goroutine owned by the Node. A side that wrote nothing for WorkKeepAlive
+// sends a ping; a stream on which nothing arrived for WorkIdleTimeout is
+// closed (ErrWorkIdle); a write that takes longer than WorkWriteTimeout,
+// or a send queue (WorkSendQueue frames) that is full, drops the peer
+// (ErrWorkSlowPeer) rather than holding the node up. A peer has at most
+// one work stream to a node in each direction: a newer one replaces the
+// older (ErrWorkReplaced), so a provider that reconnects after a network
+// blip does not wait for its dead stream to time out. Close, or Node
+// Close, resets the stream, which the peer sees at once (ErrWorkBroken).
+// KeepWork runs a provider's loop for one coordinator: open, hand the
+// stream to a function, reopen with backoff when it ends.
+//
+// A frame that is malformed, oversized, of another version, of a type the
+// sender's side may not send, or a capacity report whose seq does not
+// rise closes the stream (ErrWorkProtocol) and never reaches Messages. It
+// is counted by reason and costs the peer 100 penalty points, halving
+// every 15 minutes (WorkPenalty); the penalty is subtracted from the
+// peer's GossipSub score as its application-specific part, so a peer that
+// sends garbage on work streams loses its standing on the topics too.
+// Idle and slow peers are dropped without penalty.
+//
+// p2p does not schedule: which provider gets a job, the ledger's accept,
+// requeueing on a decline or a missing ack all belong to the node package.
+//
 // # Metrics
 //
 // Registered with Config.Registerer (a private registry when nil):
 // node3_p2p_peers, node3_p2p_messages_{received,rejected,ignored,
 // published}_total by topic (and reason), node3_p2p_stream_requests_total,
-// plus libp2p's own collectors. Nodes sharing a registerer add up into the
+// node3_p2p_work_streams, node3_p2p_work_messages_total by type and
+// direction, node3_p2p_work_dropped_total and node3_p2p_work_closed_total
+// by reason, node3_p2p_work_send_overflows_total, plus libp2p's own
+// collectors. Nodes sharing a registerer add up into the
 // same series.
 package p2p

@@ -60,14 +60,16 @@ func topicScore(weight float64) *pubsub.TopicScoreParams {
 	}
 }
 
-func scoreParams(jobs, providers string, whitelist []*net.IPNet) *pubsub.PeerScoreParams {
+// scoreParams builds the peer score; app is the application-specific
+// part (minus work-stream penalties).
+func scoreParams(jobs, providers string, whitelist []*net.IPNet, app func(peer.ID) float64) *pubsub.PeerScoreParams {
 	return &pubsub.PeerScoreParams{
 		Topics: map[string]*pubsub.TopicScoreParams{
 			jobs:      topicScore(1),
 			providers: topicScore(0.5),
 		},
 		TopicScoreCap:     50,
-		AppSpecificScore:  func(peer.ID) float64 { return 0 },
+		AppSpecificScore:  app,
 		AppSpecificWeight: 1,
 		// P6: more than 8 peers behind one IP costs (n-8)^2 * 10; loopback
 		// (and configured LANs) are exempt so local networks are not
@@ -96,7 +98,7 @@ func (n *Node) startGossip(whitelist []*net.IPNet) error {
 	n.ps, err = pubsub.NewGossipSub(psCtx, n.host,
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithFloodPublish(true),
-		pubsub.WithPeerScore(scoreParams(jobs, providers, whitelist), &thresholds),
+		pubsub.WithPeerScore(scoreParams(jobs, providers, whitelist, func(p peer.ID) float64 { return -n.WorkPenalty(p) }), &thresholds),
 		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(n.storeScores), n.cfg.ScoreInspectInterval),
 		pubsub.WithPeerOutboundQueueSize(peerOutboundQueue),
 		pubsub.WithValidateQueueSize(validateQueue),

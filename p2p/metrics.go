@@ -16,6 +16,12 @@ type metrics struct {
 	ignored   *prometheus.CounterVec // topic, reason
 	published *prometheus.CounterVec // topic
 	requests  *prometheus.CounterVec // protocol, side, result
+
+	workStreams   prometheus.Gauge
+	workMessages  *prometheus.CounterVec // type, direction (in|out)
+	workDropped   *prometheus.CounterVec // reason
+	workOverflows prometheus.Counter
+	workClosed    *prometheus.CounterVec // reason
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,6 +50,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "node3", Subsystem: "p2p", Name: "stream_requests_total",
 			Help: "Stream requests by protocol, side (client|server) and result (ok|error).",
 		}, []string{"protocol", "side", "result"}),
+		workStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "node3", Subsystem: "p2p", Name: "work_streams",
+			Help: "Open work streams (both directions).",
+		}),
+		workMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "node3", Subsystem: "p2p", Name: "work_messages_total",
+			Help: "Work stream messages by type and direction (in|out).",
+		}, []string{"type", "direction"}),
+		workDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "node3", Subsystem: "p2p", Name: "work_dropped_total",
+			Help: "Work stream frames dropped as protocol violations (stream closed, sender penalised), by reason.",
+		}, []string{"reason"}),
+		workOverflows: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "node3", Subsystem: "p2p", Name: "work_send_overflows_total",
+			Help: "Work streams dropped because their send queue was full.",
+		}),
+		workClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "node3", Subsystem: "p2p", Name: "work_closed_total",
+			Help: "Work streams closed, by reason.",
+		}, []string{"reason"}),
 	}
 	var err error
 	m.peers = register(reg, m.peers, &err)
@@ -52,6 +78,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.ignored = register(reg, m.ignored, &err)
 	m.published = register(reg, m.published, &err)
 	m.requests = register(reg, m.requests, &err)
+	m.workStreams = register(reg, m.workStreams, &err)
+	m.workMessages = register(reg, m.workMessages, &err)
+	m.workDropped = register(reg, m.workDropped, &err)
+	m.workOverflows = register(reg, m.workOverflows, &err)
+	m.workClosed = register(reg, m.workClosed, &err)
 	return m, err
 }
 

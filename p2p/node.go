@@ -55,6 +55,8 @@ type Node struct {
 	seqMu   sync.Mutex
 	lastSeq uint64
 
+	work workState // work streams (workconn.go)
+
 	// lifeMu guards closing, protocols and wg.Add against Close.
 	lifeMu    sync.Mutex
 	closing   bool
@@ -200,6 +202,13 @@ func (n *Node) startHost(key crypto.PrivKey) error {
 			rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: 8 << 20},
 			rcmgr.BaseLimitIncrease{})
 	}
+	// Work streams: one per peer and direction, plus one replacing it.
+	limits.AddProtocolLimit(protocolID(n.cfg.Network, protoWork),
+		rcmgr.BaseLimit{StreamsInbound: 4096, StreamsOutbound: 1024, Streams: 5120, Memory: 256 << 20},
+		rcmgr.BaseLimitIncrease{StreamsInbound: 1024, StreamsOutbound: 256, Streams: 1280, Memory: 64 << 20})
+	limits.AddProtocolPeerLimit(protocolID(n.cfg.Network, protoWork),
+		rcmgr.BaseLimit{StreamsInbound: 4, StreamsOutbound: 4, Streams: 8, Memory: 8 << 20},
+		rcmgr.BaseLimitIncrease{})
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
 	if err != nil {
 		cm.Close()
@@ -277,6 +286,7 @@ func (n *Node) Close() error {
 		}
 		n.lifeMu.Unlock()
 		n.cancel()
+		n.work.closeAll()
 		if n.host != nil {
 			for _, p := range protos {
 				n.host.RemoveStreamHandler(p)
@@ -386,8 +396,12 @@ func (n *Node) Connect(ctx context.Context, pi peer.AddrInfo) error {
 }
 
 // SetTrustedCoordinators replaces the set of coordinators whose job
-// postings this node accepts.
-func (n *Node) SetTrustedCoordinators(ids []peer.ID) { n.trust.replace(ids) }
+// postings this node accepts; work streams to coordinators no longer
+// trusted are closed.
+func (n *Node) SetTrustedCoordinators(ids []peer.ID) {
+	n.trust.replace(ids)
+	n.work.closeUntrusted(n.trust)
+}
 
 // TrustedCoordinators returns the current trusted set (without TrustFunc).
 func (n *Node) TrustedCoordinators() []peer.ID { return n.trust.list() }
