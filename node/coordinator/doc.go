@@ -86,15 +86,23 @@
 //			requeue(s.Tick(now())...) // ack deadlines, lapsed offers
 //		}
 //		for _, g := range s.Assign(now()) {
+//			// Outside the scheduler's lock: the ledger's feed calls Observe.
 //			j, err := ledger.Accept(g.JobID, g.Provider) // the REST path's transition
 //			if err != nil {
 //				s.Abort(g.JobID, g.Provider)
 //				continue
 //			}
-//			s.Observe(j) // before the push, so its Ack finds the lease
 //			push(g.Provider, j) // with the full spec
 //		}
 //	}
+//
+// ledger.Ledger.Watch calls its observers with each change before the
+// Transition that made it returns, so by the time an accept returns the
+// scheduler has seen it, and the provider's Ack or Decline comes after. The
+// caller must not hold the scheduler's lock across a ledger commit (the
+// observer takes it), and must feed Observe only from the feed: a stale
+// copy of a job, out of order, would hold capacity for a job the ledger
+// has already ended.
 //
 // A REST long-poll calls Offer(agent, free, limit, now) under the same
 // lock and Withdraw when the agent hung up before seeing its offers.
