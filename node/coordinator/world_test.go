@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"fmt"
-	"testing"
 	"time"
 
 	"github.com/node3/node3"
@@ -18,13 +17,19 @@ const gib = 1 << 30
 // change is fed to Observe in order, and grants committed with the
 // ledger's accept before anyone may ack them.
 type world struct {
-	t   testing.TB
+	t   tb
 	s   *Scheduler
 	led map[string]node3.Job
 	now time.Time
 }
 
-func newWorld(t testing.TB, cfg Config) *world {
+// tb is what the world needs of a *testing.T or a *rapid.T.
+type tb interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+func newWorld(t tb, cfg Config) *world {
 	return &world{t: t, s: New(cfg), led: make(map[string]node3.Job), now: t0}
 }
 
