@@ -31,7 +31,7 @@ var (
 // checks the invariants after every step.
 func TestSchedulerProperties(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
-		w := newWorld(rt, Config{AckTimeout: 2 * time.Second, OfferTTL: time.Second, ReofferAfter: 250 * time.Millisecond, DeclineBar: 5 * time.Second})
+		w := newWorld(rt, Config{AckTimeout: 2 * time.Second, OfferTTL: time.Second, ReofferAfter: 250 * time.Millisecond, DeclineBar: time.Second})
 		next := 0
 		pending := func() []string { return sortedKeys(w.s.grants) }
 		leasedJobs := func() []string {
@@ -168,7 +168,7 @@ func TestSchedulerProperties(t *testing.T) {
 				j := w.led[id]
 				ev := ledger.Event{Kind: ledger.EvComplete, AgentID: j.AgentID, Result: &node3.JobResult{}}
 				if rapid.Bool().Draw(rt, "fails") {
-					ev = ledger.Event{Kind: ledger.EvFail, AgentID: j.AgentID, Retryable: rapid.Bool().Draw(rt, "retryable"), Backoff: 10 * time.Second, Reason: "boom"}
+					ev = ledger.Event{Kind: ledger.EvFail, AgentID: j.AgentID, Retryable: rapid.Bool().Draw(rt, "retryable"), Backoff: 2 * time.Second, Reason: "boom"}
 				}
 				_ = w.apply(id, ev) // a lapsed lease is refused: fine
 			},
