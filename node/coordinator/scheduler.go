@@ -164,6 +164,11 @@ type provider struct {
 	usedSlots int
 	busy      map[string]string // GPU UUID → job holding it
 	grown     bool              // gained capacity since the last Assign
+	// miss holds the GPU requirements that did not fit in Assign pass
+	// missPass: capacity only shrinks during a pass, so they still do not.
+	miss     map[node3.Requirements]bool
+	lastMiss node3.Requirements // the latest of miss: jobs alike often come in runs
+	missPass uint64
 }
 
 // agent counts the holds of any agent, connected stream provider or
@@ -189,6 +194,7 @@ type Scheduler struct {
 	grown   int                  // providers with grown set
 	wakeAt  time.Time            // when a bar on a waiting job lapses: rescan everything
 	offers  map[string]*hold     // job id → live offer
+	pass    uint64               // Assign calls that scanned, for provider.miss
 	grants  map[string]*hold     // job id → grant waiting for its ack
 }
 
@@ -214,6 +220,7 @@ func New(cfg Config) *Scheduler {
 // agent's capacity (the grant or offer that led to it, or a new hold); any
 // other state forgets the job and frees what it held.
 func (s *Scheduler) Observe(j node3.Job) {
+	defer s.tidy()
 	e := s.jobs[j.ID]
 	switch {
 	case j.Status == node3.StatusAvailable:
@@ -441,6 +448,7 @@ func (s *Scheduler) Assign(now time.Time) []Grant {
 			grown = append(grown, p)
 		}
 	}
+	s.pass++
 	var out []Grant
 	freshLeft, room := s.fresh, anyFree(grown)
 	for _, e := range s.waiting {
@@ -485,7 +493,7 @@ func (s *Scheduler) Assign(now time.Time) []Grant {
 func (s *Scheduler) best(e *entry, ps []*provider, now time.Time) *provider {
 	var win *provider
 	for _, p := range ps {
-		if !p.fits(e.job) {
+		if !s.fits(p, e.job) {
 			continue
 		}
 		if until := s.barredUntil(e, p.id, now); !until.IsZero() {
@@ -502,6 +510,9 @@ func (s *Scheduler) best(e *entry, ps []*provider, now time.Time) *provider {
 }
 
 func (s *Scheduler) barredUntil(e *entry, id string, now time.Time) time.Time {
+	if len(e.job.Barred) == 0 && len(e.bars) == 0 {
+		return time.Time{} // the common case, without copying the job
+	}
 	if t := e.job.BarredUntil(id, now); !t.IsZero() {
 		return t
 	}
@@ -776,7 +787,8 @@ func (s *Scheduler) wait(e *entry) {
 	s.waiting = slices.Insert(s.waiting, i, e)
 }
 
-// unwait takes e out of the waiting jobs (lazily: its slot goes stale).
+// unwait takes e out of the waiting jobs (lazily: its slot goes stale,
+// so that it is safe while ranging over waiting).
 func (s *Scheduler) unwait(e *entry) {
 	if !e.waiting {
 		return
@@ -787,6 +799,11 @@ func (s *Scheduler) unwait(e *entry) {
 		s.fresh--
 	}
 	s.stale++
+}
+
+// tidy compacts waiting once most of it is stale. Never call it while
+// ranging over waiting.
+func (s *Scheduler) tidy() {
 	if s.stale > 256 && s.stale > len(s.waiting)/2 {
 		s.compact()
 	}
@@ -829,26 +846,40 @@ func (p *provider) freeGPUs() []node3.GPU {
 }
 
 // fits reports whether j may go to p now: its reward meets p's floor and
-// p's free capacity holds it.
-func (p *provider) fits(j node3.Job) bool {
+// p's free capacity holds it. Within one Assign pass it remembers the GPU
+// requirements p could not hold, so that many waiting jobs alike cost one
+// look each.
+func (s *Scheduler) fits(p *provider, j node3.Job) bool {
 	if j.Reward < p.cap.PriceFloor {
 		return false
 	}
-	need := j.Requirements.Count()
+	r := j.Requirements
+	need := r.Count()
 	if need == 0 {
 		return p.freeSlots() > 0
 	}
 	if need > len(p.cap.GPUs)-len(p.busy) {
 		return false
 	}
+	if p.missPass == s.pass && (r == p.lastMiss || p.miss[r]) {
+		return false
+	}
 	n := 0
 	for _, g := range p.cap.GPUs {
-		if _, ok := p.busy[g.UUID]; !ok && j.Requirements.Fits(g) {
+		if _, ok := p.busy[g.UUID]; !ok && r.Fits(g) {
 			if n++; n == need {
 				return true
 			}
 		}
 	}
+	if p.missPass != s.pass {
+		if p.miss == nil {
+			p.miss = make(map[node3.Requirements]bool)
+		}
+		clear(p.miss)
+		p.missPass = s.pass
+	}
+	p.miss[r], p.lastMiss = true, r
 	return false
 }
 

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -505,5 +506,28 @@ func TestMaxProviders(t *testing.T) {
 	}
 	if err := s.Connect("a", slots(2)); err != nil {
 		t.Fatalf("re-announcing at the limit: %v", err)
+	}
+}
+
+// One Assign that places many jobs at once (more than the waiting list's
+// compaction threshold) grants each exactly once.
+func TestAssignMany(t *testing.T) {
+	w := newWorld(t, Config{})
+	w.connect("a", slots(MaxSlots))
+	for i := range 2000 {
+		w.add(mkJob(fmt.Sprintf("j%05d", i), 1000, node3.Requirements{}))
+	}
+	gs := w.assign()
+	if len(gs) != MaxSlots || gs[0].JobID != "j00000" || gs[MaxSlots-1].JobID != fmt.Sprintf("j%05d", MaxSlots-1) {
+		t.Fatalf("granted %d, want the oldest %d", len(gs), MaxSlots)
+	}
+	if w.s.Waiting() != 2000-MaxSlots {
+		t.Fatalf("waiting %d", w.s.Waiting())
+	}
+	for _, g := range gs {
+		w.complete(g.JobID)
+	}
+	if gs := w.assign(); len(gs) != 2000-MaxSlots {
+		t.Fatalf("second round granted %d", len(gs))
 	}
 }
