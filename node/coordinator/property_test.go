@@ -285,6 +285,9 @@ func checkInvariants(t *rapid.T, w *world) {
 				owner[g.UUID] = jobID
 			}
 		}
+		if p.free != len(p.freeGPUs()) {
+			t.Fatalf("%s: counts %d free GPUs, has %d", id, p.free, len(p.freeGPUs()))
+		}
 		if slots != p.usedSlots || len(owner) != len(p.busy) {
 			t.Fatalf("%s: %d slots, %d GPUs used by its books; holds say %d, %d", id, p.usedSlots, len(p.busy), slots, len(owner))
 		}

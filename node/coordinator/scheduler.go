@@ -151,10 +151,18 @@ type entry struct {
 	fresh   bool // waiting and not yet tried against every provider
 	hold    *hold
 	bars    []node3.Bar // decliners, kept from it for a while
+	wakeAt  time.Time   // the earliest of its wakes
 	dropped struct {    // the last grant given back: its late ledger echo holds nothing
 		agent   string
 		attempt int
 	}
+}
+
+// wake is when a bar that kept a waiting job from a provider with room
+// lapses: the job is then tried against every provider again.
+type wake struct {
+	e  *entry
+	at time.Time
 }
 
 // provider is one connected stream provider.
@@ -162,7 +170,8 @@ type provider struct {
 	id        string
 	cap       Capacity
 	usedSlots int
-	busy      map[string]string // GPU UUID → job holding it
+	busy      map[string]string // GPU UUID → job holding it (announced or not)
+	free      int               // announced GPUs not busy
 	grown     bool              // gained capacity since the last Assign
 	// miss holds the GPU requirements that did not fit in Assign pass
 	// missPass: capacity only shrinks during a pass, so they still do not.
@@ -192,7 +201,7 @@ type Scheduler struct {
 	conns   map[string]*provider // connected stream providers by id
 	order   []*provider          // conns sorted by id, for deterministic ties
 	grown   int                  // providers with grown set
-	wakeAt  time.Time            // when a bar on a waiting job lapses: rescan everything
+	wakes   []wake               // waiting jobs a bar kept from a provider that fits
 	offers  map[string]*hold     // job id → live offer
 	pass    uint64               // Assign calls that scanned, for provider.miss
 	grants  map[string]*hold     // job id → grant waiting for its ack
@@ -278,12 +287,9 @@ func (s *Scheduler) Observe(j node3.Job) {
 // from before a restart) against its agent, reserving on a connected
 // stream provider what fits of its free capacity.
 func (s *Scheduler) holdLease(j node3.Job, e *entry) {
-	h := &hold{agent: j.AgentID, state: leased, committed: true}
-	if p := s.conns[j.AgentID]; p != nil {
-		if gpus, ok := p.pick(j.Requirements); ok {
-			h.gpus = gpus
-			h.slot = j.Requirements.Count() == 0
-		}
+	h := &hold{agent: j.AgentID, state: leased, committed: true, slot: j.Requirements.Count() == 0}
+	if p := s.conns[j.AgentID]; p != nil && !h.slot {
+		h.gpus, _ = p.pick(j.Requirements)
 	}
 	s.attach(j.ID, e, h)
 }
@@ -311,9 +317,16 @@ func (s *Scheduler) Connect(id string, c Capacity) error {
 		s.order = slices.Insert(s.order, i, p)
 		a := s.agent(id)
 		a.p = p
-		for jobID, h := range a.holds { // held from before a reconnect
+		for _, jobID := range sortedKeys(a.holds) { // held from before a reconnect
+			h := a.holds[jobID]
 			if h.state == offered {
 				continue
+			}
+			if r := s.jobs[jobID].job.Requirements; len(h.gpus) == 0 && r.Count() > 0 {
+				// A lease seen while it was away (a restart): reserve
+				// what fits of the new announcement.
+				p.cap = c
+				h.gpus, _ = p.pick(r)
 			}
 			if h.slot {
 				p.usedSlots++
@@ -324,6 +337,12 @@ func (s *Scheduler) Connect(id string, c Capacity) error {
 		}
 	}
 	p.cap = c
+	p.free = 0
+	for _, g := range c.GPUs {
+		if _, ok := p.busy[g.UUID]; !ok {
+			p.free++
+		}
+	}
 	s.grow(p)
 	return nil
 }
@@ -424,7 +443,9 @@ func (s *Scheduler) NextDeadline() time.Time {
 	for _, h := range s.offers {
 		earlier(h.deadline)
 	}
-	earlier(s.wakeAt)
+	for _, w := range s.wakes {
+		earlier(w.at)
+	}
 	return t
 }
 
@@ -435,12 +456,9 @@ func (s *Scheduler) NextDeadline() time.Time {
 // is cheap.
 func (s *Scheduler) Assign(now time.Time) []Grant {
 	s.expireOffers(now)
-	rescan := !s.wakeAt.IsZero() && !now.Before(s.wakeAt)
-	if s.fresh == 0 && s.grown == 0 && !rescan {
+	s.wakeUp(now)
+	if s.fresh == 0 && s.grown == 0 {
 		return nil
-	}
-	if rescan {
-		s.wakeAt = time.Time{}
 	}
 	var grown []*provider
 	for _, p := range s.order {
@@ -452,20 +470,18 @@ func (s *Scheduler) Assign(now time.Time) []Grant {
 	var out []Grant
 	freshLeft, room := s.fresh, anyFree(grown)
 	for _, e := range s.waiting {
-		if freshLeft == 0 && !rescan && !room {
+		if freshLeft == 0 && !room {
 			break // nothing new to try and nothing freed to try it on
 		}
 		if !e.waiting {
 			continue
 		}
 		cands := grown
-		if e.fresh || rescan {
+		if e.fresh {
 			cands = s.order
-			if e.fresh {
-				e.fresh = false
-				s.fresh--
-				freshLeft--
-			}
+			e.fresh = false
+			s.fresh--
+			freshLeft--
 		}
 		if !now.Before(e.job.ExpiresAt) {
 			continue // the ledger's sweep will expire it
@@ -497,8 +513,9 @@ func (s *Scheduler) best(e *entry, ps []*provider, now time.Time) *provider {
 			continue
 		}
 		if until := s.barredUntil(e, p.id, now); !until.IsZero() {
-			if s.wakeAt.IsZero() || until.Before(s.wakeAt) {
-				s.wakeAt = until
+			if e.wakeAt.IsZero() || until.Before(e.wakeAt) {
+				e.wakeAt = until
+				s.wakes = append(s.wakes, wake{e, until})
 			}
 			continue
 		}
@@ -690,7 +707,7 @@ func (s *Scheduler) attach(jobID string, e *entry, h *hold) {
 			p.usedSlots++
 		}
 		for _, g := range h.gpus {
-			p.busy[g.UUID] = jobID
+			p.reserve(g, jobID)
 		}
 	}
 }
@@ -711,9 +728,7 @@ func (s *Scheduler) release(jobID string, e *entry) {
 			p.usedSlots--
 		}
 		for _, g := range h.gpus {
-			if p.busy[g.UUID] == jobID {
-				delete(p.busy, g.UUID)
-			}
+			p.unreserve(g, jobID)
 		}
 		s.grow(p)
 	}
@@ -754,6 +769,32 @@ func (s *Scheduler) expireOffers(now time.Time) {
 			s.giveBack(jobID, h, "")
 		}
 	}
+}
+
+// wakeUp makes fresh again the waiting jobs whose bar lapsed by now, and
+// drops wakes that no longer matter.
+func (s *Scheduler) wakeUp(now time.Time) {
+	if len(s.wakes) == 0 {
+		return
+	}
+	keep := s.wakes[:0]
+	for _, w := range s.wakes {
+		switch {
+		case w.e.wakeAt != w.at:
+			// superseded by an earlier wake, or already woken
+		case now.Before(w.at):
+			keep = append(keep, w)
+			continue
+		default:
+			w.e.wakeAt = time.Time{}
+			if w.e.waiting && !w.e.fresh {
+				w.e.fresh = true
+				s.fresh++
+			}
+		}
+	}
+	clear(s.wakes[len(keep):])
+	s.wakes = keep
 }
 
 func (s *Scheduler) grow(p *provider) {
@@ -826,11 +867,33 @@ func (s *Scheduler) compact() {
 
 func anyFree(ps []*provider) bool {
 	for _, p := range ps {
-		if p.freeSlots() > 0 || len(p.cap.GPUs) > len(p.busy) {
+		if p.freeSlots() > 0 || p.free > 0 {
 			return true
 		}
 	}
 	return false
+}
+
+// reserve marks g busy with a job; g is free and announced (pick chose it).
+func (p *provider) reserve(g node3.GPU, jobID string) {
+	if _, ok := p.busy[g.UUID]; !ok && p.announced(g.UUID) {
+		p.free--
+	}
+	p.busy[g.UUID] = jobID
+}
+
+func (p *provider) unreserve(g node3.GPU, jobID string) {
+	if p.busy[g.UUID] != jobID {
+		return
+	}
+	delete(p.busy, g.UUID)
+	if p.announced(g.UUID) {
+		p.free++
+	}
+}
+
+func (p *provider) announced(uuid string) bool {
+	return slices.ContainsFunc(p.cap.GPUs, func(g node3.GPU) bool { return g.UUID == uuid })
 }
 
 func (p *provider) freeSlots() int { return max(p.cap.Slots-p.usedSlots, 0) }
@@ -858,7 +921,7 @@ func (s *Scheduler) fits(p *provider, j node3.Job) bool {
 	if need == 0 {
 		return p.freeSlots() > 0
 	}
-	if need > len(p.cap.GPUs)-len(p.busy) {
+	if need > p.free {
 		return false
 	}
 	if p.missPass == s.pass && (r == p.lastMiss || p.miss[r]) {

@@ -531,3 +531,85 @@ func TestAssignMany(t *testing.T) {
 		t.Fatalf("second round granted %d", len(gs))
 	}
 }
+
+// A new announcement with other GPUs keeps what runs on the old ones held
+// and offers the new ones at once; a smaller one stops new grants.
+func TestReannounce(t *testing.T) {
+	w := newWorld(t, Config{})
+	r := node3.Requirements{GPU: true, GPUCount: 2}
+	w.connect("a", Capacity{Slots: 1, GPUs: gpus("a", 2, 80*gib)})
+	w.add(mkJob("j1", 1000, r), mkJob("j2", 1000, r), mkJob("j3", 1000, node3.Requirements{}), mkJob("j4", 1000, node3.Requirements{}))
+	if g := w.assign(); len(g) != 2 || g[0].JobID != "j1" || g[1].JobID != "j3" {
+		t.Fatalf("grants %+v", g)
+	}
+	// a-0 and a-1 run j1; it now offers a-1 … a-3 and no slots.
+	c := Capacity{GPUs: gpus("a", 4, 80*gib)[1:]}
+	w.connect("a", c)
+	if n, free, _ := w.s.Free("a"); n != 0 || len(free) != 2 {
+		t.Fatalf("free %d slots, %v; want 0 and a-2, a-3", n, free)
+	}
+	if g := w.assign(); len(g) != 1 || g[0].JobID != "j2" || g[0].GPUs[0].UUID != "a-2" || g[0].GPUs[1].UUID != "a-3" {
+		t.Fatalf("after re-announcing: %+v", g)
+	}
+	w.complete("j3")
+	if g := w.assign(); len(g) != 0 {
+		t.Fatalf("a slot freed that the announcement withdrew: %+v", g)
+	}
+	w.complete("j1") // a-0 is no longer announced; a-1 is
+	if _, free, _ := w.s.Free("a"); len(free) != 1 || free[0].UUID != "a-1" {
+		t.Fatalf("free after j1: %v", free)
+	}
+}
+
+// A grant taken back before the ledger's echo of its accept arrives
+// leaves nothing held when the echo comes.
+func TestLateEchoOfAGrantGivenBack(t *testing.T) {
+	w := newWorld(t, Config{AckTimeout: time.Second})
+	w.connect("a", slots(1))
+	w.add(mkJob("j1", 1000, node3.Requirements{}))
+	g := w.s.Assign(w.now) // not committed yet
+	if len(g) != 1 {
+		t.Fatalf("grants %+v", g)
+	}
+	rqs := w.s.Tick(t0.Add(time.Second))
+	if len(rqs) != 1 || w.s.Waiting() != 1 {
+		t.Fatalf("Tick = %+v, waiting %d", rqs, w.s.Waiting())
+	}
+	if err := w.accept("j1", "a"); err != nil { // the slow commit lands
+		t.Fatal(err)
+	}
+	if h := w.holder("j1"); h != "" {
+		t.Fatalf("the echo left j1 held by %q", h)
+	}
+	if n, _, _ := w.s.Free("a"); n != 1 {
+		t.Fatalf("the echo took a's slot")
+	}
+	w.requeue(rqs...) // the requeue, applied now that the accept settled
+	w.now = t0.Add(time.Minute)
+	if g := w.assign(); len(g) != 1 || g[0].Attempt != 2 {
+		t.Fatalf("after the requeue: %+v", g)
+	}
+}
+
+// Leases seen before their provider connects (a coordinator restart)
+// hold its capacity once it does.
+func TestLeasesFromBeforeConnect(t *testing.T) {
+	w := newWorld(t, Config{})
+	w.add(mkJob("j1", 1000, node3.Requirements{GPU: true}), mkJob("j2", 1000, node3.Requirements{}), mkJob("j3", 1000, node3.Requirements{GPU: true}))
+	for _, id := range []string{"j1", "j2"} {
+		if err := w.accept(id, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.connect("a", Capacity{Slots: 1, GPUs: gpus("a", 1, 80*gib)})
+	if n, free, _ := w.s.Free("a"); n != 0 || len(free) != 0 {
+		t.Fatalf("free %d slots, %v; want nothing (j1, j2 run)", n, free)
+	}
+	if g := w.assign(); len(g) != 0 {
+		t.Fatalf("granted %+v onto held capacity", g)
+	}
+	w.complete("j1")
+	if g := w.assign(); len(g) != 1 || g[0].JobID != "j3" {
+		t.Fatalf("after j1: %+v", g)
+	}
+}
