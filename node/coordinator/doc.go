@@ -57,7 +57,26 @@
 // announcement revokes nothing already held but stops new grants until the
 // held part fits. Acked jobs of a provider that disconnects stay held
 // against it (it may still run them and come back) until the ledger ends
-// or requeues them.
+// or requeues them. A lease the scheduler did not grant (a REST accept by
+// id, or one loaded after a restart, before its provider reconnects) holds
+// a slot, or on (re)connect whichever fitting GPUs are free.
+//
+// # Cost
+//
+// Assign looks only at what changed since its last call: a job that
+// became waiting (new, requeued, its offer lapsed or its grant taken back)
+// is tried against every provider; a job already waiting only against
+// providers that gained capacity since (a release or an announcement) —
+// it fit none of the others before, and they only lost capacity since;
+// and a job a bar kept from a provider with room is tried again when that
+// bar lapses. Within one call a GPU requirement that did not fit a
+// provider is not tried on it again. So one arriving job costs one look
+// at each provider, and one announcement one look at each waiting job.
+// Measured on the shared 2-core build machine (bench_test.go), with 100
+// providers: one arriving job is granted in ~10 µs (p50); 10,000 jobs are
+// placed at ~60,000–90,000 grants/s; an announcement with 10,000 jobs
+// waiting that it cannot take costs ~0.5–2 ms; a release with 10,000
+// waiting ~25 µs.
 //
 // # Usage
 //

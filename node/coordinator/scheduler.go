@@ -415,12 +415,16 @@ func (s *Scheduler) Abort(jobID, providerID string) error {
 // requeues the caller must apply to the ledger.
 func (s *Scheduler) Tick(now time.Time) []Requeue {
 	s.expireOffers(now)
-	var out []Requeue
-	for _, jobID := range sortedKeys(s.grants) {
-		h := s.grants[jobID]
-		if now.Before(h.deadline) {
-			continue
+	var lapsed []string
+	for jobID, h := range s.grants {
+		if !now.Before(h.deadline) {
+			lapsed = append(lapsed, jobID)
 		}
+	}
+	slices.Sort(lapsed)
+	var out []Requeue
+	for _, jobID := range lapsed {
+		h := s.grants[jobID]
 		s.bar(jobID, h.agent, now)
 		out = append(out, s.giveBack(jobID, h, "the provider did not ack the grant in time"))
 	}
@@ -564,7 +568,8 @@ func (s *Scheduler) grant(e *entry, p *provider, now time.Time) Grant {
 // offered at least Config.ReofferAfter ago and did not take, and the agent
 // never holds more offers and leases together than its declared capacity.
 // Stream grants and offers draw from the same waiting jobs, so no job is
-// ever offered or granted to two at once.
+// ever offered or granted to two at once. A connected stream provider is
+// never offered anything by poll: its jobs come as grants.
 func (s *Scheduler) Offer(a node3.Agent, free *node3.Capacity, limit int, now time.Time) []node3.Job {
 	s.expireOffers(now)
 	st := s.agents[a.ID]
@@ -764,8 +769,8 @@ func (s *Scheduler) expireOffers(now time.Time) {
 	if len(s.offers) == 0 {
 		return
 	}
-	for _, jobID := range sortedKeys(s.offers) {
-		if h := s.offers[jobID]; !now.Before(h.deadline) {
+	for jobID, h := range s.offers { // any order: waiting is kept in id order
+		if !now.Before(h.deadline) {
 			s.giveBack(jobID, h, "")
 		}
 	}
