@@ -123,6 +123,14 @@
 // copy of a job, out of order, would hold capacity for a job the ledger
 // has already ended.
 //
+// A grant is settled by its commit. Until the ledger's accept lands it
+// cannot be acked or declined (CodeConflict) and does not lapse; if the
+// accept fails, Abort gives it back. From the commit, the provider has
+// Config.AckTimeout (from Job.AcceptedAt) to ack; if its provider left
+// while the accept was under way, the grant lapses at the first Tick
+// after the commit. So every Requeue is for a job the ledger holds as
+// accepted by that provider, and applying it at once is always right.
+//
 // A REST long-poll calls Offer(agent, free, limit, now) under the same
 // lock and Withdraw when the agent hung up before seeing its offers.
 //

@@ -33,7 +33,16 @@ func TestSchedulerProperties(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		w := newWorld(rt, Config{AckTimeout: 2 * time.Second, OfferTTL: time.Second, ReofferAfter: 250 * time.Millisecond, DeclineBar: time.Second})
 		next := 0
-		pending := func() []string { return sortedKeys(w.s.grants) }
+		var uncommitted []Grant      // granted, the accept not yet committed
+		pending := func() []string { // committed grants waiting for an answer
+			var out []string
+			for _, id := range sortedKeys(w.s.grants) {
+				if w.s.grants[id].committed {
+					out = append(out, id)
+				}
+			}
+			return out
+		}
 		leasedJobs := func() []string {
 			var out []string
 			for _, id := range sortedKeys(w.led) {
@@ -95,9 +104,12 @@ func TestSchedulerProperties(t *testing.T) {
 						}{n, uu}
 					}
 				}
-				gs := w.assign()
+				gs := w.s.Assign(w.now)
 				// Grants take only what was free, each slot and GPU once.
 				for _, g := range gs {
+					if st := w.led[g.JobID].Status; st != node3.StatusAvailable {
+						rt.Fatalf("granted %s to %s while the ledger has it %s", g.JobID, g.Provider, st)
+					}
 					f, ok := before[g.Provider]
 					if !ok {
 						rt.Fatalf("granted %s to %s, not connected", g.JobID, g.Provider)
@@ -126,6 +138,36 @@ func TestSchedulerProperties(t *testing.T) {
 					before[g.Provider] = f
 				}
 				checkWorkConserved(rt, w)
+				uncommitted = append(uncommitted, gs...)
+			},
+			"commit": func(rt *rapid.T) { // the accept of one grant returns
+				if len(uncommitted) == 0 {
+					rt.Skip("no accept under way")
+				}
+				i := rapid.IntRange(0, len(uncommitted)-1).Draw(rt, "grant")
+				g := uncommitted[i]
+				uncommitted = slices.Delete(uncommitted, i, i+1)
+				if err := w.accept(g.JobID, g.Provider); err != nil {
+					if err := w.s.Abort(g.JobID, g.Provider); err != nil && node3.ErrorCode(err) != node3.CodeNotFound {
+						rt.Fatalf("abort after a failed accept: %v", err)
+					}
+				}
+			},
+			"grab": func(rt *rapid.T) { // a REST agent accepts a job by id, unoffered
+				a := rapid.SampledFrom(propAgents).Draw(rt, "agent")
+				var open []string
+				for _, id := range sortedKeys(w.led) {
+					if w.led[id].Status == node3.StatusAvailable {
+						open = append(open, id)
+					}
+				}
+				if len(open) == 0 {
+					rt.Skip("nothing available")
+				}
+				if st := w.s.agents[a.ID]; st != nil && len(st.holds) >= a.Capacity() {
+					rt.Skip("the agent is full") // the coordinator refuses it
+				}
+				_ = w.accept(rapid.SampledFrom(open).Draw(rt, "job"), a.ID)
 			},
 			"ack": func(rt *rapid.T) {
 				ps := pending()
@@ -231,8 +273,8 @@ func checkInvariants(t *rapid.T, w *world) {
 			if !e.onBoard {
 				t.Fatalf("%s available but off the board", id)
 			}
-			if e.hold != nil && e.hold.state != offered && e.hold.state != granted {
-				t.Fatalf("%s available but held %v by %s", id, e.hold.state, e.hold.agent)
+			if h := e.hold; h != nil && !(h.state == offered || h.state == granted && !h.committed) {
+				t.Fatalf("%s available but held %v (committed %v) by %s", id, h.state, h.committed, h.agent)
 			}
 			if e.waiting != (e.hold == nil) {
 				t.Fatalf("%s: waiting %v with hold %v", id, e.waiting, e.hold)

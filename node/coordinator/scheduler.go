@@ -105,15 +105,19 @@ type Grant struct {
 	Provider string
 	Attempt  int         // the attempt the accept will make (Job.Attempt+1)
 	GPUs     []node3.GPU // reserved for it; empty for a CPU job
-	Deadline time.Time   // ack by then, or it is taken back
+	// Deadline is when the ack is due if the accept commits at once; the
+	// ack clock really runs from the commit (Job.AcceptedAt + AckTimeout).
+	Deadline time.Time
 }
 
-// Requeue asks the caller to put a job the ledger may hold as accepted by
+// Requeue asks the caller to put a job the ledger holds as accepted by
 // Provider (for Attempt) back on the board at once: the provider declined
-// it, did not ack in time, or went away before acking. The scheduler has
-// already released the provider's hold and bars it from the job for
-// Config.DeclineBar. A requeue for a job that is no longer leased by
-// Provider on that attempt is a conflict the caller may ignore.
+// it, did not ack in time, or went away before acking. Requeues come only
+// for grants whose accept the ledger committed. The scheduler has already
+// released the provider's hold (and, for a decline or a lapse, bars it
+// from the job for Config.DeclineBar). A requeue for a job that is no
+// longer leased by Provider on that attempt is a conflict the caller may
+// ignore.
 type Requeue struct {
 	JobID    string
 	Provider string
@@ -138,6 +142,7 @@ type hold struct {
 	gpus      []node3.GPU // reserved GPUs (stream providers; offers by Index)
 	attempt   int         // grants: the attempt the accept makes
 	committed bool        // the ledger shows the job leased by agent
+	orphan    bool        // granted, then its provider left before the commit
 	at        time.Time   // offers: when made
 	deadline  time.Time   // offers: until; grants: ack deadline
 }
@@ -253,6 +258,14 @@ func (s *Scheduler) Observe(j node3.Job) {
 		s.unwait(e)
 		if h := e.hold; h != nil {
 			if h.agent == j.AgentID {
+				if h.state == granted && !h.committed && !j.AcceptedAt.IsZero() {
+					// The ack clock runs from the commit; a grant whose
+					// provider left meanwhile lapses at once.
+					h.deadline = j.AcceptedAt.Add(s.cfg.AckTimeout)
+					if h.orphan {
+						h.deadline = j.AcceptedAt
+					}
+				}
 				h.committed = true
 				if h.state == offered {
 					// A polling agent reports its own free GPUs; its lease
@@ -347,10 +360,12 @@ func (s *Scheduler) Connect(id string, c Capacity) error {
 	return nil
 }
 
-// Disconnect forgets a stream provider's capacity. Its grants not yet
-// acked are taken back and returned for the caller to requeue; acked
-// jobs stay held against it (it may still run them and reconnect) until
-// the ledger ends or requeues them. Unknown providers are a no-op.
+// Disconnect forgets a stream provider's capacity. Its committed grants
+// not yet acked are taken back and returned for the caller to requeue;
+// one whose accept is still being committed is settled by its Abort, or
+// lapses at the first Tick after the commit. Acked jobs stay held against
+// it (it may still run them and reconnect) until the ledger ends or
+// requeues them. Unknown providers are a no-op.
 func (s *Scheduler) Disconnect(id string) []Requeue {
 	p := s.conns[id]
 	if p == nil {
@@ -359,8 +374,13 @@ func (s *Scheduler) Disconnect(id string) []Requeue {
 	a := s.agents[id]
 	var out []Requeue
 	for _, jobID := range sortedKeys(a.holds) {
-		if h := a.holds[jobID]; h.state == granted {
+		h := a.holds[jobID]
+		switch {
+		case h.state != granted:
+		case h.committed:
 			out = append(out, s.giveBack(jobID, h, "the provider disconnected before acking"))
+		default:
+			h.orphan = true // its commit is under way: Abort or a lapse settles it
 		}
 	}
 	delete(s.conns, id)
@@ -381,6 +401,9 @@ func (s *Scheduler) Ack(jobID, providerID string) error {
 	if h == nil || h.agent != providerID {
 		return node3.Errorf(node3.CodeNotFound, "no grant of job %s to %s waits for an ack", truncate(jobID, 64), truncate(providerID, 64))
 	}
+	if !h.committed {
+		return errUncommitted(jobID)
+	}
 	delete(s.grants, jobID)
 	h.state, h.deadline = acked, time.Time{}
 	return nil
@@ -394,30 +417,44 @@ func (s *Scheduler) Decline(jobID, providerID string, now time.Time) (Requeue, e
 	if h == nil || h.agent != providerID {
 		return Requeue{}, node3.Errorf(node3.CodeNotFound, "no grant of job %s to %s waits for an answer", truncate(jobID, 64), truncate(providerID, 64))
 	}
+	if !h.committed {
+		return Requeue{}, errUncommitted(jobID)
+	}
 	s.bar(jobID, providerID, now)
 	return s.giveBack(jobID, h, "the provider declined the grant"), nil
 }
 
 // Abort takes back a grant whose ledger accept failed (the job was
 // cancelled, expired, or taken by another first). Nothing needs a
-// requeue and nobody is barred.
+// requeue and nobody is barred. A grant the ledger committed cannot be
+// aborted (CodeConflict): it is declined or lapses. CodeNotFound (the
+// ledger's feed already moved the job elsewhere) is harmless.
 func (s *Scheduler) Abort(jobID, providerID string) error {
 	h := s.grants[jobID]
 	if h == nil || h.agent != providerID {
 		return node3.Errorf(node3.CodeNotFound, "no grant of job %s to %s", truncate(jobID, 64), truncate(providerID, 64))
 	}
+	if h.committed {
+		return node3.Errorf(node3.CodeConflict, "the grant of job %s is committed: decline it or let it lapse", truncate(jobID, 64))
+	}
 	s.giveBack(jobID, h, "")
 	return nil
 }
 
-// Tick takes back every grant whose ack deadline has passed (barring its
-// provider from the job) and every offer past its TTL, and returns the
-// requeues the caller must apply to the ledger.
+func errUncommitted(jobID string) error {
+	return node3.Errorf(node3.CodeConflict, "the grant of job %s is not committed yet: push it only after its accept", truncate(jobID, 64))
+}
+
+// Tick takes back every committed grant whose ack deadline has passed
+// (barring its provider from the job) and every offer past its TTL, and
+// returns the requeues the caller must apply to the ledger. A grant whose
+// accept is still being committed does not lapse: its commit or its
+// Abort settles it.
 func (s *Scheduler) Tick(now time.Time) []Requeue {
 	s.expireOffers(now)
 	var lapsed []string
 	for jobID, h := range s.grants {
-		if !now.Before(h.deadline) {
+		if h.committed && !now.Before(h.deadline) {
 			lapsed = append(lapsed, jobID)
 		}
 	}
@@ -442,7 +479,9 @@ func (s *Scheduler) NextDeadline() time.Time {
 		}
 	}
 	for _, h := range s.grants {
-		earlier(h.deadline)
+		if h.committed {
+			earlier(h.deadline)
+		}
 	}
 	for _, h := range s.offers {
 		earlier(h.deadline)

@@ -561,33 +561,73 @@ func TestReannounce(t *testing.T) {
 	}
 }
 
-// A grant taken back before the ledger's echo of its accept arrives
-// leaves nothing held when the echo comes.
-func TestLateEchoOfAGrantGivenBack(t *testing.T) {
+// A grant is settled by its commit: until the ledger's accept lands it
+// cannot be acked, declined or lapse; a provider that leaves meanwhile
+// leaves a grant that lapses at the first Tick after the commit; Abort
+// gives back only what the ledger did not commit.
+func TestGrantSettlesByCommit(t *testing.T) {
 	w := newWorld(t, Config{AckTimeout: time.Second})
 	w.connect("a", slots(1))
+	w.connect("b", slots(1))
 	w.add(mkJob("j1", 1000, node3.Requirements{}))
-	g := w.s.Assign(w.now) // not committed yet
-	if len(g) != 1 {
+	g := w.s.Assign(w.now) // the accept is under way
+	if len(g) != 1 || g[0].Provider != "a" {
 		t.Fatalf("grants %+v", g)
 	}
-	rqs := w.s.Tick(t0.Add(time.Second))
-	if len(rqs) != 1 || w.s.Waiting() != 1 {
-		t.Fatalf("Tick = %+v, waiting %d", rqs, w.s.Waiting())
+	if rqs := w.s.Tick(t0.Add(time.Hour)); len(rqs) != 0 {
+		t.Fatalf("an uncommitted grant lapsed: %+v", rqs)
 	}
+	if d := w.s.NextDeadline(); !d.IsZero() {
+		t.Fatalf("NextDeadline = %v with only an uncommitted grant", d)
+	}
+	if err := w.s.Ack("j1", "a"); !isCode(err, node3.CodeConflict) {
+		t.Fatalf("ack before the commit = %v, want conflict", err)
+	}
+	if _, err := w.s.Decline("j1", "a", w.now); !isCode(err, node3.CodeConflict) {
+		t.Fatalf("decline before the commit = %v, want conflict", err)
+	}
+	if rqs := w.s.Disconnect("a"); len(rqs) != 0 {
+		t.Fatalf("Disconnect requeued an uncommitted grant: %+v", rqs)
+	}
+	w.now = t0.Add(10 * time.Second)
 	if err := w.accept("j1", "a"); err != nil { // the slow commit lands
 		t.Fatal(err)
 	}
-	if h := w.holder("j1"); h != "" {
-		t.Fatalf("the echo left j1 held by %q", h)
+	if h := w.holder("j1"); h != "a" {
+		t.Fatalf("j1 held by %q", h)
 	}
-	if n, _, _ := w.s.Free("a"); n != 1 {
-		t.Fatalf("the echo took a's slot")
+	if d := w.s.NextDeadline(); !d.Equal(w.now) {
+		t.Fatalf("NextDeadline = %v, want the commit time %v (its provider left)", d, w.now)
 	}
-	w.requeue(rqs...) // the requeue, applied now that the accept settled
-	w.now = t0.Add(time.Minute)
-	if g := w.assign(); len(g) != 1 || g[0].Attempt != 2 {
+	if err := w.s.Abort("j1", "a"); !isCode(err, node3.CodeConflict) {
+		t.Fatalf("abort of a committed grant = %v, want conflict", err)
+	}
+	rqs := w.s.Tick(w.now)
+	if len(rqs) != 1 || rqs[0].JobID != "j1" || rqs[0].Attempt != 1 {
+		t.Fatalf("Tick after the commit = %+v", rqs)
+	}
+	w.requeue(rqs...)
+	g = w.assign()
+	if len(g) != 1 || g[0].Provider != "b" || g[0].Attempt != 2 {
 		t.Fatalf("after the requeue: %+v", g)
+	}
+	// The ack clock of a committed grant runs from the commit.
+	if d := w.s.NextDeadline(); !d.Equal(w.now.Add(time.Second)) {
+		t.Fatalf("NextDeadline = %v, want commit + AckTimeout", d)
+	}
+
+	// A failed accept is aborted: the job waits again, nobody is barred.
+	w.add(mkJob("j2", 1000, node3.Requirements{}))
+	w.complete("j1")
+	g = w.s.Assign(w.now)
+	if len(g) != 1 || g[0].JobID != "j2" {
+		t.Fatalf("grants %+v", g)
+	}
+	if err := w.s.Abort("j2", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if g := w.assign(); len(g) != 1 || g[0].Provider != "b" {
+		t.Fatalf("after the abort: %+v", g)
 	}
 }
 
