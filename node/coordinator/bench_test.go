@@ -68,10 +68,11 @@ func BenchmarkJobArrives100Idle(b *testing.B) {
 		if len(gs) != 1 {
 			b.Fatalf("grants %d", len(gs))
 		}
+		j = commit(s, gs[0])
 		if err := s.Ack(gs[0].JobID, gs[0].Provider); err != nil {
 			b.Fatal(err)
 		}
-		finish(s, commit(s, gs[0]))
+		finish(s, j)
 	}
 	reportQuantiles(b, lat)
 }
