@@ -556,7 +556,7 @@ func (s *Scheduler) Assign(now time.Time) []Grant {
 		p.grown = false
 	}
 	s.grown = 0
-	s.compact()
+	s.tidy()
 	return out
 }
 
@@ -693,7 +693,7 @@ func (s *Scheduler) Offer(a node3.Agent, free *node3.Capacity, limit int, now ti
 		s.offers[e.job.ID] = h
 		out = append(out, e.job)
 	}
-	s.compact()
+	s.tidy()
 	return out
 }
 
@@ -904,6 +904,12 @@ func (s *Scheduler) unwait(e *entry) {
 // tidy compacts waiting once most of it is stale. Never call it while
 // ranging over waiting.
 func (s *Scheduler) tidy() {
+	// The oldest jobs go first, so stale slots gather at the front.
+	for len(s.waiting) > 0 && !s.waiting[0].waiting {
+		s.waiting[0] = nil
+		s.waiting = s.waiting[1:]
+		s.stale--
+	}
 	if s.stale > 256 && s.stale > len(s.waiting)/2 {
 		s.compact()
 	}
