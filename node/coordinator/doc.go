@@ -42,7 +42,9 @@
 // free capacity it reports, as the REST coordinator always did: an offer
 // holds the job back from everyone for Config.OfferTTL and from the same
 // agent for Config.ReofferAfter; polling again releases the older offers;
-// offers plus leases never exceed the agent's declared capacity.
+// offers plus leases never exceed the agent's declared capacity. As the
+// caller runs Assign after every event, a poll sees the jobs no stream
+// provider had room for (or was allowed to take).
 //
 // # Capacity accounting
 //

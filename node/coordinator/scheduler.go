@@ -667,7 +667,7 @@ func (s *Scheduler) Offer(a node3.Agent, free *node3.Capacity, limit int, now ti
 		if !e.waiting || !now.Before(e.expires) || !s.barredUntil(e, a.ID, now).IsZero() {
 			continue
 		}
-		r := e.job.Requirements
+		r := e.req
 		var taken []node3.GPU
 		if r.Count() == 0 {
 			if slots <= 0 {
