@@ -653,3 +653,31 @@ func TestLeasesFromBeforeConnect(t *testing.T) {
 		t.Fatalf("after j1: %+v", g)
 	}
 }
+
+// With DeclineBar negative a decline bars nobody: the decliner may get
+// the job straight back. A polling agent the ledger bars is not offered
+// the job.
+func TestNoDeclineBarAndBarredPoller(t *testing.T) {
+	w := newWorld(t, Config{DeclineBar: -1})
+	w.connect("a", slots(1))
+	w.add(mkJob("j1", 1000, node3.Requirements{}))
+	w.assign()
+	rq, err := w.s.Decline("j1", "a", w.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.requeue(rq)
+	if g := w.assign(); len(g) != 1 || g[0].Provider != "a" {
+		t.Fatalf("grants %+v, want j1 straight back to a", g)
+	}
+
+	j2 := mkJob("j2", 1000, node3.Requirements{})
+	j2.Barred = []node3.Bar{{AgentID: "rest", Until: t0.Add(time.Minute)}}
+	w.add(j2)
+	if got := w.s.Offer(node3.Agent{ID: "rest", Slots: 1}, nil, 1, w.now); len(got) != 0 {
+		t.Fatalf("a barred agent was offered %v", got)
+	}
+	if got := w.s.Offer(node3.Agent{ID: "other", Slots: 1}, nil, 1, w.now); len(got) != 1 || got[0].ID != "j2" {
+		t.Fatalf("another agent was offered %v, want j2", got)
+	}
+}
