@@ -729,6 +729,23 @@ func (s *Scheduler) Holder(jobID string) (string, bool) {
 	return "", false
 }
 
+// Holds counts what an agent holds: jobs on offer to it, and jobs granted
+// or leased to it (what the REST accept checks against its capacity).
+func (s *Scheduler) Holds(agentID string) (offers, held int) {
+	a := s.agents[agentID]
+	if a == nil {
+		return 0, 0
+	}
+	for _, h := range a.holds {
+		if h.state == offered {
+			offers++
+		} else {
+			held++
+		}
+	}
+	return offers, held
+}
+
 // Free returns a connected provider's free slots and free GPUs (in
 // announced order); ok is false for an unknown provider.
 func (s *Scheduler) Free(providerID string) (slots int, gpus []node3.GPU, ok bool) {

@@ -414,8 +414,14 @@ func TestOfferSemantics(t *testing.T) {
 	if got := ids(w.s.Offer(a, &node3.Capacity{Slots: 2, GPUs: []int{0}}, 10, w.now)); !slices.Equal(got, []string{"j4"}) {
 		t.Fatalf("quick re-poll offered %v, want [j4] (its live offers hold the GPU and a slot)", got)
 	}
+	if o, h := w.s.Holds("rest"); o != 3 || h != 0 {
+		t.Fatalf("Holds = %d offers, %d held; want 3, 0", o, h)
+	}
 	if err := w.accept("j1", "rest"); err != nil {
 		t.Fatal(err)
+	}
+	if o, h := w.s.Holds("rest"); o != 2 || h != 1 {
+		t.Fatalf("Holds after accepting j1 = %d offers, %d held; want 2, 1", o, h)
 	}
 	w.now = w.now.Add(300 * time.Millisecond)
 	// j3, j4 released; j1 leased: 2 of capacity 3 left.
