@@ -1,4 +1,4 @@
-// Package coordinator holds the coordinator's scheduler: the one place
+// Package schedule holds the coordinator's scheduler: the one place
 // that decides which provider gets which job.
 //
 // # What it decides
@@ -149,4 +149,4 @@
 // MaxIDBytes, Config.MaxProviders); events for unknown jobs or providers
 // change nothing (Ack, Decline and Abort say so with a CodeNotFound
 // error; Disconnect and Withdraw are silent).
-package coordinator
+package schedule
