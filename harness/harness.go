@@ -54,8 +54,11 @@ type Config struct {
 	// network name unless P2PNetwork, free ports): providers trust the
 	// coordinator, get jobs pushed by gossip and claim them over streams.
 	// Without it providers poll the REST API.
-	P2P            bool
-	P2PNetwork     string
+	P2P        bool
+	P2PNetwork string
+	// Push (with P2P) dispatches at the coordinator over work streams
+	// instead of gossiped postings and claims.
+	Push           bool
 	AdvertInterval time.Duration // providers' advert period (default 5 s, as for any node)
 
 	AllowCommands bool

@@ -84,6 +84,7 @@ func (nw *Network) p2pConfig(i int) *node.P2PConfig {
 		ListenAddrs:    []string{"/ip4/127.0.0.1/tcp/0"},
 		AdvertInterval: nw.cfg.AdvertInterval,
 		SyncInterval:   10 * time.Second,
+		Push:           nw.cfg.Push,
 		Tune: func(pc *p2p.Config) {
 			pc.Gater = g
 			pc.ReconnectMin = 100 * time.Millisecond

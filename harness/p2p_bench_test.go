@@ -182,6 +182,21 @@ func BenchmarkP2PNoop(b *testing.B) {
 	}
 }
 
+// BenchmarkPushNoop is BenchmarkP2PNoop over push dispatch: the
+// coordinator grants each job to one provider over its work stream.
+//
+//	go test -run '^$' -bench 'PushNoop|P2PNoop' -benchtime 3000x ./harness/
+func BenchmarkPushNoop(b *testing.B) {
+	for _, providers := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("providers=%d", providers), func(b *testing.B) {
+			nw, ctx := startBenchNetwork(b, Config{Providers: providers, Slots: 32, Push: true})
+			noopLoad(ctx, b, nw)
+			b.ReportMetric(float64(counterSum(nw, "node3_coordinator_grants_total", "declined"))/float64(b.N), "declines/job")
+			b.ReportMetric(float64(counterSum(nw, "node3_coordinator_claims_total", "denied")), "denied-claims")
+		})
+	}
+}
+
 // dispatchPace spaces the dispatch benchmark's jobs (20 jobs/s);
 // NODE3_BENCH_PACE (a Go duration) overrides it.
 func dispatchPace() time.Duration {

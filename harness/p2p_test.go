@@ -21,8 +21,14 @@ import (
 // TestP2PTenNodes runs 200 jobs through a 10-node network (a coordinator
 // and 9 providers): every job is pushed by gossip, claimed over a stream,
 // run and completed exactly once.
-func TestP2PTenNodes(t *testing.T) {
-	nw := startNetwork(t, Config{Providers: 9, P2P: true})
+func TestP2PTenNodes(t *testing.T) { tenNodes(t, false) }
+
+// TestPushTenNodes is the same over push dispatch: the coordinator picks
+// each job's provider and grants it over the provider's work stream.
+func TestPushTenNodes(t *testing.T) { tenNodes(t, true) }
+
+func tenNodes(t *testing.T, push bool) {
+	nw := startNetwork(t, Config{Providers: 9, P2P: true, Push: push})
 	ctx := timeout(t, 60*time.Second)
 	const n = 200
 	ids, err := nw.SubmitN(ctx, n-20, httpapi.CreateJobRequest{JobType: "noop", Reward: reward("0.000001")})
@@ -230,15 +236,19 @@ func TestP2PPartitionAfterAccept(t *testing.T) {
 // TestP2PKilledProviderRequeued kills the provider running a job: its
 // lease lapses, the job is posted again and the other provider completes
 // it. The killed provider comes back with the same identity.
-func TestP2PKilledProviderRequeued(t *testing.T) {
-	nw := startNetwork(t, Config{Providers: 2, P2P: true, AllowCommands: true, Lease: time.Second, SweepInterval: 50 * time.Millisecond})
+func TestP2PKilledProviderRequeued(t *testing.T) { killedProviderRequeued(t, false) }
+
+func TestPushKilledProviderRequeued(t *testing.T) { killedProviderRequeued(t, true) }
+
+func killedProviderRequeued(t *testing.T, push bool) {
+	nw := startNetwork(t, Config{Providers: 2, P2P: true, Push: push, AllowCommands: true, Lease: time.Second, SweepInterval: 50 * time.Millisecond})
 	ctx := timeout(t, 30*time.Second)
 	j, err := nw.Submit(ctx, httpapi.CreateJobRequest{JobType: "command", Reward: reward("0.01"), Command: []string{"sleep", "1"}, TimeoutSeconds: 30})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if j, err = nw.WaitJob(ctx, j.ID, node3.StatusRunning); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v (job error %q)", err, j.Error)
 	}
 	first, ok := nw.ProviderByAgent(j.AgentID)
 	if !ok {
@@ -269,8 +279,12 @@ func TestP2PKilledProviderRequeued(t *testing.T) {
 // runs a job: the coordinator comes back on the same address and identity,
 // providers reconnect and resync, the waiting report lands and new jobs
 // are pushed again.
-func TestP2PCoordinatorRestart(t *testing.T) {
-	nw := startNetwork(t, Config{Providers: 2, P2P: true, AllowCommands: true, Lease: 20 * time.Second, SweepInterval: 50 * time.Millisecond})
+func TestP2PCoordinatorRestart(t *testing.T) { coordinatorRestart(t, false) }
+
+func TestPushCoordinatorRestart(t *testing.T) { coordinatorRestart(t, true) }
+
+func coordinatorRestart(t *testing.T, push bool) {
+	nw := startNetwork(t, Config{Providers: 2, P2P: true, Push: push, AllowCommands: true, Lease: 20 * time.Second, SweepInterval: 50 * time.Millisecond})
 	ctx := timeout(t, 30*time.Second)
 	j, err := nw.Submit(ctx, httpapi.CreateJobRequest{JobType: "command", Reward: reward("0.003"), Command: []string{"sleep", "0.5"}})
 	if err != nil {

@@ -238,7 +238,7 @@ func (n *Node) setupProvider(ctx context.Context) error {
 	if n.useGossip() {
 		n.prov = provider.New(provider.Config{
 			Ledger:     n.led,
-			Transport:  n.newGossipTransport(w.Address().String()),
+			Transport:  n.newP2PTransport(w.Address().String()),
 			Executor:   ex,
 			GPUs:       n.gpus,
 			Wallet:     w.Address().String(),

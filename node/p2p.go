@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,11 @@ type P2PConfig struct {
 	SyncInterval time.Duration
 	// PriceFloor is the least reward this provider advertises it takes.
 	PriceFloor node3.Lamports
+	// Push switches job dispatch to the coordinator: providers hold a
+	// work stream to each trusted coordinator and run what it grants
+	// them, instead of claiming gossiped postings. Coordinator and
+	// providers must agree.
+	Push bool
 	// PublishQueue bounds the coordinator's queue of job changes waiting
 	// to be published (default 4096); past it the oldest are dropped.
 	PublishQueue int
@@ -79,12 +85,16 @@ func (c P2PConfig) withDefaults() P2PConfig {
 // the coordinator's publisher and stream handlers or the provider's
 // gossip transport and advertiser.
 type p2pNode struct {
-	cfg    P2PConfig
-	pn     *p2p.Node
-	log    *slog.Logger
-	table  *providerTable
-	coord  *coordinator.Gossip // nil unless the node is a coordinator
-	gossip *provider.Gossip    // nil unless the provider takes jobs over libp2p
+	cfg   P2PConfig
+	pn    *p2p.Node
+	log   *slog.Logger
+	table *providerTable
+	coord *coordinator.Gossip   // nil unless the node is a coordinator
+	push  *coordinator.Dispatch // the coordinator's push dispatch (Push)
+	// boardOnly: gossip keeps the public board; the provider's work
+	// comes by push, so the node runs the board's sync itself.
+	boardOnly bool
+	gossip    *provider.Gossip // nil unless the provider takes jobs over libp2p
 }
 
 // setupP2P starts the libp2p host (it binds its ports and reaches its
@@ -124,6 +134,18 @@ func (n *Node) setupP2P(ctx context.Context) error {
 			Registerer:   n.reg,
 		})
 	}
+	if n.p2p.coord != nil && c.Push {
+		if n.p2p.push, err = coordinator.NewDispatch(ctx, coordinator.DispatchConfig{
+			Coordinator: n.coord,
+			Ledger:      n.led,
+			Gossip:      n.p2p.coord,
+			Logger:      n.log.With("role", "coordinator"),
+			Registerer:  n.reg,
+		}); err != nil {
+			pn.Close()
+			return fmt.Errorf("node: push dispatch: %w", err)
+		}
+	}
 	pn.OnAdvert(func(a p2p.ProviderAdvert, from peer.ID) {
 		n.p2p.table.put(a, n.cfg.Now())
 		if n.p2p.coord != nil {
@@ -142,6 +164,28 @@ func (n *Node) useGossip() bool {
 		return false
 	}
 	return len(n.p2p.cfg.TrustedCoordinators) > 0 || n.cfg.MarketplaceURL == ""
+}
+
+// newP2PTransport builds the provider's libp2p transport: push
+// dispatch's work streams, or the gossip board and claims.
+func (n *Node) newP2PTransport(walletAddr string) provider.Transport {
+	if n.p2p.cfg.Push {
+		// The gossip board still shows the open jobs (the node API's
+		// marketplace view); the work comes over the work streams.
+		n.newGossipTransport(walletAddr)
+		n.p2p.boardOnly = true
+		return provider.NewPush(provider.PushConfig{
+			Node:       n.p2p.pn,
+			Trusted:    n.p2p.cfg.TrustedCoordinators,
+			GPUs:       n.gpus,
+			Slots:      cmp.Or(n.cfg.Slots, provider.DefaultSlots),
+			PriceFloor: n.p2p.cfg.PriceFloor,
+			Wallet:     walletAddr,
+			Version:    n.cfg.Version,
+			Logger:     n.log.With("role", "provider"),
+		})
+	}
+	return n.newGossipTransport(walletAddr)
 }
 
 // newGossipTransport builds the provider's libp2p transport.
@@ -175,9 +219,17 @@ func (n *Node) startP2P(ctx context.Context) {
 		pn.HandleClaim(c.HandleClaim)
 		pn.HandleReport(c.HandleReport)
 		pn.HandleSync(c.HandleSync)
+		if d := n.p2p.push; d != nil {
+			pn.HandleWork(d.HandleWork)
+			n.goRun(func() { d.Run(ctx) })
+		}
 		n.goRun(func() { c.RunPublisher(ctx) })
 		n.goRun(func() { c.RunAgents(ctx) })
 		pn.Advertise(ctx, pn.Namespace(p2p.RoleCoordinators))
+	}
+	if n.p2p.boardOnly {
+		g := n.p2p.gossip
+		n.goRun(func() { g.Run(ctx) })
 	}
 	if n.prov != nil {
 		pn.Advertise(ctx, pn.Namespace(p2p.RoleProviders))

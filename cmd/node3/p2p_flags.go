@@ -25,6 +25,7 @@ type p2pFlags struct {
 	bootstrap     []string
 	bootstrapFile string
 	trust         []string
+	push          bool
 }
 
 func addP2PFlags(fs *pflag.FlagSet, f *p2pFlags) {
@@ -34,6 +35,8 @@ func addP2PFlags(fs *pflag.FlagSet, f *p2pFlags) {
 	fs.StringSliceVar(&f.bootstrap, "bootstrap", nil, "bootstrap peer multiaddr with /p2p/<peer id> (repeatable)")
 	fs.StringVar(&f.bootstrapFile, "bootstrap-file", "", "file of bootstrap multiaddrs, one a line, # comments (default <data-dir>/bootstrap.txt, else ./bootstrap.txt, if present)")
 	fs.StringSliceVar(&f.trust, "trust-coordinator", nil, "peer ID of a coordinator whose job postings this provider acts on (repeatable)")
+	fs.BoolVar(&f.push, "push", false, "dispatch at the coordinator over work streams instead of gossiped claims (coordinator and providers must agree; experimental)")
+	bindEnv(fs, "push", "NODE3_PUSH")
 	bindEnv(fs, "p2p-port", "NODE3_P2P_PORT")
 	bindEnv(fs, "network", "NODE3_NETWORK")
 	bindEnv(fs, "bootstrap", "NODE3_BOOTSTRAP")
@@ -55,7 +58,7 @@ func (f p2pFlags) config(dataDir string) (*node.P2PConfig, error) {
 	if err := checkPort("p2p-port", f.port); err != nil {
 		return nil, err
 	}
-	c := &node.P2PConfig{Network: f.network, ListenAddrs: listenAddrs(f.port)}
+	c := &node.P2PConfig{Network: f.network, ListenAddrs: listenAddrs(f.port), Push: f.push}
 	if _, err := p2p.ParseBootstrapAddrs(f.bootstrap); err != nil {
 		return nil, fmt.Errorf("--bootstrap: %w", err)
 	}

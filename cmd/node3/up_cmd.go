@@ -21,7 +21,7 @@ func newUpCmd() *cobra.Command {
 		adminKey              string
 		marketPort, agentPort int
 		check, fresh, cmds    bool
-		usep2p                bool
+		usep2p, push          bool
 		lease                 time.Duration
 		timeout               time.Duration
 		slot                  time.Duration
@@ -91,6 +91,7 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 				LocalChain:        true,
 				SlotInterval:      slot,
 				P2P:               usep2p,
+				Push:              push,
 				Version:           buildVersion(),
 				Logger:            log,
 			})
@@ -154,6 +155,7 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 	fs.BoolVar(&fresh, "fresh", false, "delete the data directory first: the ledgers, wallets and the local chain (<data-dir>/localchain)")
 	fs.StringVar(&adminKey, "admin-key", "", "coordinator admin key (prefer the environment variable; default: generated once and stored in <data-dir>/coordinator/admin_api_key)")
 	fs.BoolVar(&cmds, "allow-commands", false, "let providers run `command` jobs natively")
+	fs.BoolVar(&push, "push", false, "with --p2p: the coordinator assigns each job and pushes it over the provider's work stream (experimental; default: gossiped claims)")
 	fs.BoolVar(&usep2p, "p2p", true, "run the nodes as a libp2p network over loopback, jobs pushed to providers by gossip (false: providers poll the REST API)")
 	fs.DurationVar(&lease, "lease", 30*time.Second, "job lease")
 	fs.DurationVar(&timeout, "timeout", 60*time.Second, "--check: time allowed for each step")

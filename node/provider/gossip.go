@@ -34,7 +34,6 @@ type Gossip struct {
 	mu       sync.Mutex
 	board    map[string]*boardEntry // open jobs, and tombstones of closed ones
 	changed  chan struct{}          // closed and replaced when a job is posted
-	coordOf  map[string]peer.ID     // jobs granted to us → who granted them
 	ops      int
 	rivals   []Rival // other providers' adverts, as of rivalsAt
 	rivalsAt time.Time
@@ -43,9 +42,11 @@ type Gossip struct {
 	// jobs since closed or re-ranked are dropped as picks find them.
 	queues [rankBuckets][]string
 
-	// claims and reports bound the requests in flight, below the
-	// per-peer stream limits of the claim and report protocols (16).
-	claims, reports chan struct{}
+	// claims bounds the claims in flight, below the per-peer stream
+	// limit of the claim protocol (16).
+	claims chan struct{}
+
+	*reporter // heartbeats and reports over streams
 }
 
 type GossipConfig struct {
@@ -84,15 +85,14 @@ func NewGossip(cfg GossipConfig) *Gossip {
 		cfg.Rivals = func(time.Time) []Rival { return nil }
 	}
 	t := &Gossip{
-		cfg:     cfg,
-		pn:      cfg.Node,
-		log:     cfg.Logger,
-		self:    cfg.Node.ID().String(),
-		board:   make(map[string]*boardEntry),
-		changed: make(chan struct{}),
-		coordOf: make(map[string]peer.ID),
-		claims:  make(chan struct{}, maxInFlight),
-		reports: make(chan struct{}, maxInFlight),
+		cfg:      cfg,
+		pn:       cfg.Node,
+		log:      cfg.Logger,
+		self:     cfg.Node.ID().String(),
+		board:    make(map[string]*boardEntry),
+		changed:  make(chan struct{}),
+		claims:   make(chan struct{}, maxInFlight),
+		reporter: newReporter(cfg.Node, cfg.Trusted),
 	}
 	cfg.Node.OnJobPosting(t.onPosting)
 	return t
@@ -355,11 +355,11 @@ func (t *Gossip) Withdraw(jobID string) {
 	t.mu.Unlock()
 }
 
-// claimTimeout bounds one claim; reportTimeout one heartbeat.
+// claimTimeout bounds one claim.
 const (
-	claimTimeout  = 10 * time.Second
-	reportTimeout = 10 * time.Second
-	maxInFlight   = 12
+	claimTimeout = 10 * time.Second
+
+	maxInFlight = 12
 )
 
 // acquire takes a slot of sem, or fails when ctx ends.
@@ -422,102 +422,13 @@ func (t *Gossip) Accept(ctx context.Context, jobID string) (node3.Job, error) {
 		e.claiming, e.mine, e.seen = false, true, now
 		e.close()
 	}
-	t.coordOf[jobID] = coord
+	t.remember(jobID, coord)
 	if resp.Job == nil {
 		// The posting is the public view (node3.Job.Public): no argv, env
 		// or URLs to run the job with.
 		return node3.Job{}, fmt.Errorf("claim of job %s granted without the job's spec", jobID)
 	}
 	return *resp.Job, nil
-}
-
-// coordinatorsFor lists whom to send a report about jobID: the coordinator
-// that granted it, or — after a restart, when that is forgotten — every
-// trusted coordinator in turn.
-func (t *Gossip) coordinatorsFor(jobID string) []peer.ID {
-	t.mu.Lock()
-	c, ok := t.coordOf[jobID]
-	t.mu.Unlock()
-	if ok {
-		return []peer.ID{c}
-	}
-	return t.cfg.Trusted
-}
-
-func (t *Gossip) report(ctx context.Context, r p2p.Report) (p2p.ReportAck, error) {
-	targets := t.coordinatorsFor(r.JobID)
-	if len(targets) == 0 {
-		return p2p.ReportAck{}, errNoCoordinator
-	}
-	if err := acquire(ctx, t.reports); err != nil {
-		return p2p.ReportAck{}, err
-	}
-	defer func() { <-t.reports }()
-	var last error
-	for i, c := range targets {
-		ack, err := t.pn.SendReport(ctx, c, r)
-		if node3.ErrorCode(err) == node3.CodeNotFound && i < len(targets)-1 {
-			last = err
-			continue // not this coordinator's job: ask the next
-		}
-		if err == nil && len(targets) > 1 {
-			t.mu.Lock()
-			t.coordOf[r.JobID] = c
-			t.mu.Unlock()
-		}
-		return ack, err
-	}
-	return p2p.ReportAck{}, last
-}
-
-func (t *Gossip) Heartbeat(ctx context.Context, jobID string, attempt int) error {
-	hctx, cancel := context.WithTimeout(ctx, reportTimeout)
-	defer cancel()
-	ack, err := t.report(hctx, p2p.Report{Kind: p2p.ReportHeartbeat, JobID: jobID, Attempt: attempt})
-	if err != nil {
-		return err
-	}
-	if ack.Cancel {
-		return node3.Errorf(node3.CodeConflict, "the coordinator took job %s back: %s", jobID, ack.Reason)
-	}
-	return nil
-}
-
-func (t *Gossip) Complete(ctx context.Context, jobID string, attempt int, res node3.JobResult) (Ack, error) {
-	ack, err := t.report(ctx, p2p.Report{Kind: p2p.ReportCompleted, JobID: jobID, Attempt: attempt, Result: &res})
-	return t.final(jobID, ack, err, node3.StatusCompleted)
-}
-
-func (t *Gossip) Fail(ctx context.Context, jobID string, attempt int, reason string, retryable bool, res node3.JobResult) (Ack, error) {
-	if len(reason) > 1024 {
-		reason = reason[:1020] + "…"
-	}
-	ack, err := t.report(ctx, p2p.Report{Kind: p2p.ReportFailed, JobID: jobID, Attempt: attempt, Result: &res, Reason: reason, Retryable: retryable})
-	guess := node3.StatusFailed
-	if retryable {
-		guess = node3.StatusAvailable
-	}
-	return t.final(jobID, ack, err, guess)
-}
-
-func (t *Gossip) final(jobID string, ack p2p.ReportAck, err error, guess node3.JobStatus) (Ack, error) {
-	if err != nil {
-		if node3.Refused(err) || node3.ErrorCode(err) == node3.CodeInvalid {
-			t.forget(jobID)
-		}
-		return Ack{}, err
-	}
-	t.forget(jobID)
-	if ack.Status == "" {
-		ack.Status = guess
-	}
-	return Ack{Status: ack.Status}, nil
-}
-
-func (t *Gossip) forget(jobID string) {
-	t.mu.Lock()
-	delete(t.coordOf, jobID)
-	t.mu.Unlock()
 }
 
 // Run keeps the board in step with the trusted coordinators: it connects

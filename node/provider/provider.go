@@ -20,6 +20,10 @@ type Executor interface {
 	Run(ctx context.Context, job node3.Job, gpus []node3.GPU) (node3.JobResult, error)
 }
 
+// DefaultSlots is how many jobs needing no GPU a provider runs at once
+// unless told otherwise.
+const DefaultSlots = 8
+
 // abandonAfter is how long a poll must have waited before a change of
 // capacity abandons it for a new one.
 const abandonAfter = 50 * time.Millisecond
@@ -89,7 +93,7 @@ func New(cfg Config) *Provider {
 		cfg.Now = time.Now
 	}
 	if cfg.Slots <= 0 {
-		cfg.Slots = 8
+		cfg.Slots = DefaultSlots
 	}
 	if cfg.PollWait <= 0 {
 		cfg.PollWait = 25 * time.Second

@@ -38,9 +38,12 @@ type Config struct {
 	MaxProviders int
 }
 
+// DefaultAckTimeout is Config.AckTimeout's default.
+const DefaultAckTimeout = 5 * time.Second
+
 func (c *Config) fill() {
 	if c.AckTimeout <= 0 {
-		c.AckTimeout = 5 * time.Second
+		c.AckTimeout = DefaultAckTimeout
 	}
 	if c.OfferTTL <= 0 {
 		c.OfferTTL = 2 * time.Second

@@ -1,0 +1,301 @@
+package coordinator
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/node3/node3"
+	"github.com/node3/node3/ledger"
+	"github.com/node3/node3/node/coordinator/schedule"
+	"github.com/node3/node3/p2p"
+)
+
+// Dispatch is push dispatch: the coordinator decides, once, which provider
+// runs each job. Providers hold a work stream to it and announce what they
+// put at its disposal; the pure scheduler (schedule.Scheduler) picks one
+// provider per job; Dispatch commits the pick with the ledger's accept
+// (the REST accept's transition), pushes the grant with the whole job on
+// the provider's stream, and gives the job back at once (ledger.EvRelease)
+// when the provider declines, does not ack in time, or goes away. No
+// claim races, no work by providers that do not get the job.
+//
+// Dispatch owns the scheduler and its lock; the ledger's job-change feed,
+// the work streams and a timer at the scheduler's next deadline feed it.
+// The lock is never held across a ledger write (the feed runs inside it).
+type Dispatch struct {
+	cfg   DispatchConfig
+	log   *slog.Logger
+	clock clockwork.Clock
+
+	mu    sync.Mutex
+	s     *schedule.Scheduler
+	conns map[string]*p2p.WorkConn // provider (peer ID) → its stream
+
+	kick    chan struct{}
+	commits chan struct{} // bounds the grants being committed at once
+	wg      sync.WaitGroup
+	metrics dispatchMetrics
+}
+
+// maxCommits is how many grants are committed at once: enough for the
+// ledger's group commit to batch them into few fsyncs.
+const maxCommits = 64
+
+type dispatchMetrics struct {
+	grants   *prometheus.CounterVec
+	requeues prometheus.Counter
+}
+
+// DispatchConfig configures push dispatch.
+type DispatchConfig struct {
+	Coordinator *Coordinator
+	Ledger      *ledger.Ledger
+	Gossip      *Gossip // records provider peers as ledger agents
+	Schedule    schedule.Config
+	Logger      *slog.Logger
+	Clock       clockwork.Clock
+	Registerer  prometheus.Registerer
+}
+
+// NewDispatch builds push dispatch over the coordinator's ledger. Make it
+// before anything else writes jobs: it loads the open board and the
+// leases, then follows the job-change feed.
+func NewDispatch(ctx context.Context, cfg DispatchConfig) (*Dispatch, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	d := &Dispatch{
+		cfg: cfg, log: cfg.Logger, clock: cfg.Clock,
+		s:       schedule.New(cfg.Schedule),
+		conns:   make(map[string]*p2p.WorkConn),
+		kick:    make(chan struct{}, 1),
+		commits: make(chan struct{}, maxCommits),
+		metrics: dispatchMetrics{
+			grants: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "node3_coordinator_grants_total",
+				Help: "Jobs pushed to providers over work streams, by result (granted, acked, declined, failed).",
+			}, []string{"result"}),
+			requeues: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "node3_coordinator_grant_requeues_total",
+				Help: "Grants given back: declined, not acked in time, or the provider went away.",
+			}),
+		},
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(d.metrics.grants, d.metrics.requeues)
+	}
+	cfg.Ledger.Watch(d.observe)
+	for _, st := range []node3.JobStatus{node3.StatusAvailable, node3.StatusAccepted, node3.StatusRunning} {
+		js, err := cfg.Ledger.Jobs(ctx, ledger.JobFilter{Status: st, Oldest: true, Limit: math.MaxInt})
+		if err != nil {
+			return nil, err
+		}
+		d.mu.Lock()
+		for _, j := range js {
+			d.s.Observe(j)
+		}
+		d.mu.Unlock()
+	}
+	return d, nil
+}
+
+// observe follows the ledger's job changes, in commit order.
+func (d *Dispatch) observe(j node3.Job) {
+	d.mu.Lock()
+	d.s.Observe(j)
+	d.mu.Unlock()
+	d.poke()
+}
+
+func (d *Dispatch) poke() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// HandleWork serves one provider's work stream until it ends (for
+// p2p.Node.HandleWork).
+func (d *Dispatch) HandleWork(c *p2p.WorkConn) {
+	id := c.Peer().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer func() {
+		d.mu.Lock()
+		var requeues []schedule.Requeue
+		if d.conns[id] == c {
+			delete(d.conns, id)
+			requeues = d.s.Disconnect(id)
+		}
+		d.mu.Unlock()
+		d.release(ctx, requeues)
+		d.poke()
+	}()
+	for m := range c.Messages() {
+		switch {
+		case m.Capacity != nil:
+			d.connect(ctx, c, id, *m.Capacity)
+		case m.Ack != nil:
+			d.mu.Lock()
+			err := d.s.Ack(m.Ack.JobID, id)
+			d.mu.Unlock()
+			if err == nil {
+				d.metrics.grants.WithLabelValues("acked").Inc()
+			}
+		case m.Decline != nil:
+			d.mu.Lock()
+			rq, err := d.s.Decline(m.Decline.JobID, id, d.clock.Now())
+			d.mu.Unlock()
+			if err == nil {
+				d.metrics.grants.WithLabelValues("declined").Inc()
+				d.release(ctx, []schedule.Requeue{rq})
+				d.poke()
+			}
+		}
+	}
+}
+
+// connect records a provider's announcement: its ledger agent (paid to
+// the wallet it names), and its capacity in the scheduler.
+func (d *Dispatch) connect(ctx context.Context, c *p2p.WorkConn, id string, m p2p.Capacity) {
+	gpus := make([]node3.GPU, len(m.GPUs))
+	for i, g := range m.GPUs {
+		gpus[i] = g.GPU
+	}
+	if m.Wallet == "" {
+		d.log.Warn("a provider announced no wallet; it gets no work", "peer", id)
+		return
+	}
+	if _, err := d.cfg.Gossip.upsertAgent(ctx, c.Peer(), node3.Agent{WalletAddress: m.Wallet, GPUs: gpus, Slots: m.TotalSlots, Version: m.SoftwareVersion}); err != nil {
+		d.log.Warn("recording a provider", "peer", id, "err", err)
+		return
+	}
+	d.cfg.Coordinator.touch(id)
+	d.mu.Lock()
+	err := d.s.Connect(id, schedule.Capacity{Slots: m.TotalSlots, GPUs: gpus, PriceFloor: m.PriceFloor})
+	if err == nil {
+		d.conns[id] = c
+	}
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Warn("a provider's announcement was refused", "peer", id, "err", err)
+		c.Close()
+		return
+	}
+	d.poke()
+}
+
+// Run assigns jobs as they come and capacity frees up, and gives back
+// grants whose ack is overdue, until ctx ends.
+func (d *Dispatch) Run(ctx context.Context) {
+	timer := d.clock.NewTimer(time.Hour)
+	defer timer.Stop()
+	defer d.wg.Wait()
+	for {
+		now := d.clock.Now()
+		d.mu.Lock()
+		requeues := d.s.Tick(now)
+		grants := d.s.Assign(now)
+		next := d.s.NextDeadline()
+		d.mu.Unlock()
+		d.release(ctx, requeues)
+		for _, g := range grants {
+			// Commits run side by side (each waits for its fsync); the
+			// scheduler already holds the capacity they use.
+			select {
+			case d.commits <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				defer func() { <-d.commits }()
+				d.grant(ctx, g)
+			}()
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(next.Sub(d.clock.Now()), time.Millisecond)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+		case <-timer.Chan():
+		}
+	}
+}
+
+// grant commits one of the scheduler's picks and pushes it.
+func (d *Dispatch) grant(ctx context.Context, g schedule.Grant) {
+	abort := func(why string, err error) {
+		d.mu.Lock()
+		_ = d.s.Abort(g.JobID, g.Provider)
+		d.mu.Unlock()
+		d.metrics.grants.WithLabelValues("failed").Inc()
+		if ctx.Err() == nil && !node3.Refused(err) {
+			d.log.Warn(why, "job", g.JobID, "provider", g.Provider, "err", err)
+		}
+	}
+	agent, err := d.cfg.Ledger.Agent(ctx, g.Provider)
+	if err != nil {
+		abort("granting a job: the provider's agent", err)
+		return
+	}
+	j, err := d.cfg.Coordinator.Accept(ctx, agent, g.JobID, "")
+	if err != nil {
+		abort("granting a job", err)
+		return
+	}
+	d.mu.Lock()
+	c := d.conns[g.Provider]
+	d.mu.Unlock()
+	refs := make([]p2p.GPURef, len(g.GPUs))
+	for i, x := range g.GPUs {
+		refs[i] = p2p.GPURef{Index: x.Index, UUID: x.UUID}
+	}
+	// The ack is due before the lease could lapse.
+	ackBy := j.AcceptedAt.Add(d.ackTimeout())
+	if j.LeaseExpiresAt.Before(ackBy) {
+		ackBy = j.LeaseExpiresAt
+	}
+	if c == nil {
+		return // the stream is gone: its end requeued the grant, or the ack deadline will
+	}
+	if err := c.SendGrant(p2p.Grant{Job: j, Attempt: j.Attempt, GPUs: refs, LeaseExpiresAt: j.LeaseExpiresAt, AckBy: ackBy}); err != nil {
+		d.log.Warn("pushing a grant", "job", j.ID, "provider", g.Provider, "err", err)
+		return // the ack deadline gives it back
+	}
+	d.metrics.grants.WithLabelValues("granted").Inc()
+}
+
+func (d *Dispatch) ackTimeout() time.Duration {
+	if d.cfg.Schedule.AckTimeout > 0 {
+		return d.cfg.Schedule.AckTimeout
+	}
+	return schedule.DefaultAckTimeout
+}
+
+// release puts given-back grants on the board again, their attempt not spent.
+func (d *Dispatch) release(ctx context.Context, requeues []schedule.Requeue) {
+	for _, rq := range requeues {
+		d.metrics.requeues.Inc()
+		_, err := d.cfg.Ledger.Transition(context.WithoutCancel(ctx), rq.JobID, ledger.Event{
+			Kind: ledger.EvRelease, AgentID: rq.Provider, Attempt: rq.Attempt, Now: d.clock.Now(), Reason: rq.Reason,
+		})
+		if err != nil && !node3.Refused(err) {
+			d.log.Warn("giving a job back", "job", rq.JobID, "provider", rq.Provider, "err", err)
+		}
+	}
+}
