@@ -117,10 +117,17 @@ func BenchmarkP2PPostingReceived(b *testing.B) {
 // 50 providers, at a steady light load: one job every dispatchPace (20
 // jobs/s), so that it measures dispatch rather than queueing (the
 // throughput benchmark is BenchmarkP2PNoop).
-func BenchmarkP2PDispatch(b *testing.B) {
+func BenchmarkP2PDispatch(b *testing.B) { dispatchBench(b, false) }
+
+// BenchmarkPushDispatch is BenchmarkP2PDispatch over push dispatch.
+//
+//	go test -run '^$' -bench 'PushDispatch|P2PDispatch' -benchtime 200x ./harness/
+func BenchmarkPushDispatch(b *testing.B) { dispatchBench(b, true) }
+
+func dispatchBench(b *testing.B, push bool) {
 	for _, providers := range []int{10, 50} {
 		b.Run(fmt.Sprintf("providers=%d", providers), func(b *testing.B) {
-			nw, ctx := startBenchNetwork(b, Config{Providers: providers, Slots: 8})
+			nw, ctx := startBenchNetwork(b, Config{Providers: providers, Slots: 8, Push: push})
 			type seen struct{ issued, received time.Time }
 			var issued sync.Map // job id → seen
 			nw.Provider(0).P2P().OnJobPosting(func(p p2p.JobPosting, _ peer.ID) {
