@@ -35,7 +35,7 @@ func addP2PFlags(fs *pflag.FlagSet, f *p2pFlags) {
 	fs.StringSliceVar(&f.bootstrap, "bootstrap", nil, "bootstrap peer multiaddr with /p2p/<peer id> (repeatable)")
 	fs.StringVar(&f.bootstrapFile, "bootstrap-file", "", "file of bootstrap multiaddrs, one a line, # comments (default <data-dir>/bootstrap.txt, else ./bootstrap.txt, if present)")
 	fs.StringSliceVar(&f.trust, "trust-coordinator", nil, "peer ID of a coordinator whose job postings this provider acts on (repeatable)")
-	fs.BoolVar(&f.push, "push", false, "dispatch at the coordinator over work streams instead of gossiped claims (coordinator and providers must agree; experimental)")
+	fs.BoolVar(&f.push, "push", true, "the coordinator assigns each job and pushes it over the provider's work stream (false: providers claim gossiped postings); coordinator and providers must agree")
 	bindEnv(fs, "push", "NODE3_PUSH")
 	bindEnv(fs, "p2p-port", "NODE3_P2P_PORT")
 	bindEnv(fs, "network", "NODE3_NETWORK")

@@ -40,9 +40,10 @@ func newRunCmd() *cobra.Command {
 The node joins the libp2p network (port 4001, TCP and QUIC; --p2p=false for
 HTTP only): it finds peers through the bootstrap peers (--bootstrap,
 bootstrap.txt) and the DHT, and relays job postings and provider adverts.
-A provider that trusts a coordinator (--trust-coordinator PEERID) gets that
-coordinator's jobs pushed to it by gossip, claims them over a direct stream,
-runs them and reports each result through a durable outbox. Without one it
+A provider that trusts a coordinator (--trust-coordinator PEERID) keeps a work
+stream open to it; the coordinator assigns each job to one provider and pushes
+it over that stream (--push=false: providers claim gossiped postings instead);
+the provider runs it and reports the result through a durable outbox. Without one it
 registers with its marketplace (MARKETPLACE_URL) and long-polls the REST API.
 With --coordinator the node also serves the marketplace REST API (port 8000),
 publishes its jobs to the network and, unless --provider=false, works for

@@ -32,8 +32,9 @@ func newUpCmd() *cobra.Command {
 		Long: `Start a local Solana endpoint, a coordinator (its wallet funded by airdrop) and
 N providers in one process, each with its own data directory, ports and a
 different simulated GPU, and print their URLs. The nodes form a real libp2p
-network over loopback: the coordinator gossips its jobs, providers claim them
-over direct streams (--p2p=false: they poll the REST API). This is the seed's integrated
+network over loopback: each provider holds a work stream to the coordinator,
+which assigns every job to one provider and pushes it there (--push=false:
+providers claim gossiped postings; --p2p=false: they poll the REST API). This is the seed's integrated
 startup and the quickest way to try node3, offline: jobs run, and their
 rewards are paid in real signed Solana transfers on the local chain.
 
@@ -107,7 +108,11 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 			fmt.Fprintf(out, "  local Solana:     %s (payouts from %s; chain kept in %s, at slot %d)\n",
 				nw.ChainURL(), nw.Coordinator().PayerAddress(), filepath.Join(dataDir, harness.ChainDirName), nw.Chain().Slot())
 			if usep2p {
-				fmt.Fprintf(out, "  libp2p network:   %q, coordinator %s (providers get jobs by gossip)\n", nw.P2PNetwork(), nw.CoordinatorPeer())
+				how := "pushed over work streams"
+				if !push {
+					how = "by claiming gossiped postings"
+				}
+				fmt.Fprintf(out, "  libp2p network:   %q, coordinator %s (providers get jobs %s)\n", nw.P2PNetwork(), nw.CoordinatorPeer(), how)
 				for _, a := range nw.CoordinatorAddrs() {
 					fmt.Fprintf(out, "                    %s\n", a)
 				}
@@ -155,8 +160,8 @@ With --check, run the end-to-end test against it and exit: 0 when it passes.`,
 	fs.BoolVar(&fresh, "fresh", false, "delete the data directory first: the ledgers, wallets and the local chain (<data-dir>/localchain)")
 	fs.StringVar(&adminKey, "admin-key", "", "coordinator admin key (prefer the environment variable; default: generated once and stored in <data-dir>/coordinator/admin_api_key)")
 	fs.BoolVar(&cmds, "allow-commands", false, "let providers run `command` jobs natively")
-	fs.BoolVar(&push, "push", false, "with --p2p: the coordinator assigns each job and pushes it over the provider's work stream (experimental; default: gossiped claims)")
-	fs.BoolVar(&usep2p, "p2p", true, "run the nodes as a libp2p network over loopback, jobs pushed to providers by gossip (false: providers poll the REST API)")
+	fs.BoolVar(&push, "push", true, "with --p2p: the coordinator assigns each job and pushes it over the provider's work stream (false: providers claim gossiped postings)")
+	fs.BoolVar(&usep2p, "p2p", true, "run the nodes as a libp2p network over loopback (false: providers poll the REST API)")
 	fs.DurationVar(&lease, "lease", 30*time.Second, "job lease")
 	fs.DurationVar(&timeout, "timeout", 60*time.Second, "--check: time allowed for each step")
 	fs.DurationVar(&slot, "slot-interval", 100*time.Millisecond, "the local chain's slot time (payouts finalize after 32 slots)")
