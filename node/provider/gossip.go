@@ -186,6 +186,9 @@ func (t *Gossip) Register(ctx context.Context) error {
 
 func (t *Gossip) AgentID() string { return t.self }
 
+// Assigned: a claim leaves the GPUs to the provider.
+func (t *Gossip) Assigned(string) []node3.GPU { return nil }
+
 // Me: a coordinator serves no agent record over libp2p yet.
 func (t *Gossip) Me(context.Context) (node3.Agent, error) {
 	return node3.Agent{}, node3.Errorf(node3.CodeUnavailable, "the coordinator's record of this provider is not served over libp2p")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,13 +173,16 @@ func (p *Provider) capacity() (node3.Capacity, int, <-chan struct{}) {
 
 // take reserves what job needs: a slot for a CPU job, fitting free GPUs
 // for a GPU job. It returns the GPUs assigned, or false.
-func (p *Provider) take(j node3.Job) ([]int, bool) {
+func (p *Provider) take(j node3.Job, assigned []node3.GPU) ([]int, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.active[j.ID] {
 		return nil, false
 	}
 	need := j.Requirements.Count()
+	if need > 0 && len(assigned) > 0 {
+		return p.takeAssigned(j, assigned)
+	}
 	if need == 0 {
 		if p.freeSlots == 0 {
 			return nil, false
@@ -198,6 +202,35 @@ func (p *Provider) take(j node3.Job) ([]int, bool) {
 	}
 	if len(idx) < need {
 		return nil, false
+	}
+	for _, i := range idx {
+		p.freeGPU[i] = false
+	}
+	p.active[j.ID] = true
+	return idx, true
+}
+
+// takeAssigned reserves exactly the GPUs the coordinator assigned (by
+// UUID, else by index), or nothing if any of them is not free or does not
+// fit: then the job is declined and the coordinator decides again.
+// Called with mu held.
+func (p *Provider) takeAssigned(j node3.Job, assigned []node3.GPU) ([]int, bool) {
+	if len(assigned) != j.Requirements.Count() {
+		return nil, false
+	}
+	var idx []int
+	for _, a := range assigned {
+		found := -1
+		for i, g := range p.cfg.GPUs {
+			if (a.UUID != "" && gpuUUID(g) == a.UUID) || (a.UUID == "" && g.Index == a.Index) {
+				found = i
+				break
+			}
+		}
+		if found < 0 || !p.freeGPU[found] || !j.Requirements.Fits(p.cfg.GPUs[found]) || slices.Contains(idx, found) {
+			return nil, false
+		}
+		idx = append(idx, found)
 	}
 	for _, i := range idx {
 		p.freeGPU[i] = false
@@ -257,7 +290,7 @@ func (p *Provider) poll(ctx context.Context) {
 		b.reset()
 		started := 0
 		for _, j := range jobs {
-			idx, ok := p.take(j)
+			idx, ok := p.take(j, p.tr.Assigned(j.ID))
 			if !ok {
 				p.tr.Withdraw(j.ID)
 				continue

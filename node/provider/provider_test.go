@@ -22,8 +22,9 @@ type testTransport struct {
 	beats         map[string][]int // job → attempts heartbeats named
 	completes     map[string][]int // job → attempts completions named
 	completeFails int
-	queued        chan struct{} // signalled when the test queues jobs
-	wake          chan struct{} // signalled when something is recorded
+	assigned      map[string][]node3.GPU // GPUs the "coordinator" names per job
+	queued        chan struct{}          // signalled when the test queues jobs
+	wake          chan struct{}          // signalled when something is recorded
 }
 
 func newTestTransport() *testTransport {
@@ -45,6 +46,12 @@ func (t *testTransport) offer(jobs ...node3.Job) {
 	t.queue = append(t.queue, jobs...)
 	t.mu.Unlock()
 	signal(t.queued)
+}
+
+func (t *testTransport) Assigned(id string) []node3.GPU {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.assigned[id]
 }
 
 func (t *testTransport) Register(context.Context) error { return nil }
@@ -117,17 +124,19 @@ func (t *testTransport) Fail(context.Context, string, int, string, bool, node3.J
 type gate struct {
 	mu      sync.Mutex
 	running map[string]chan struct{}
+	gpus    map[string][]node3.GPU // the GPUs each job was given
 	started chan string
 }
 
 func newGate() *gate {
-	return &gate{running: map[string]chan struct{}{}, started: make(chan string, 16)}
+	return &gate{running: map[string]chan struct{}{}, gpus: map[string][]node3.GPU{}, started: make(chan string, 16)}
 }
 
-func (g *gate) Run(ctx context.Context, j node3.Job, _ []node3.GPU) (node3.JobResult, error) {
+func (g *gate) Run(ctx context.Context, j node3.Job, gpus []node3.GPU) (node3.JobResult, error) {
 	done := make(chan struct{})
 	g.mu.Lock()
 	g.running[j.ID] = done
+	g.gpus[j.ID] = gpus
 	g.mu.Unlock()
 	g.started <- j.ID
 	select {
@@ -144,13 +153,13 @@ func (g *gate) finish(id string) {
 	g.mu.Unlock()
 }
 
-func start(t *testing.T, tr *testTransport, ex Executor, slots int) (*Provider, *ledger.Ledger) {
+func start(t *testing.T, tr *testTransport, ex Executor, slots int, gpus ...node3.GPU) (*Provider, *ledger.Ledger) {
 	t.Helper()
 	led, err := ledger.Open(ledger.Config{Dir: t.TempDir(), NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := New(Config{Ledger: led, Transport: tr, Executor: ex, Slots: slots})
+	p := New(Config{Ledger: led, Transport: tr, Executor: ex, Slots: slots, GPUs: gpus})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
@@ -248,4 +257,37 @@ func TestOutboxRetriesWithAttempt(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestAssignedGPUs: a job the coordinator assigned GPUs for runs on exactly
+// those; one whose assigned GPU is busy or unknown is given back.
+func TestAssignedGPUs(t *testing.T) {
+	tr, g := newTestTransport(), newGate()
+	gpus := []node3.GPU{
+		{Index: 0, UUID: "GPU-a", Model: "A100", MemoryBytes: 80 << 30},
+		{Index: 1, UUID: "GPU-b", Model: "A100", MemoryBytes: 80 << 30},
+	}
+	start(t, tr, g, 1, gpus...)
+	gpuJob := func(id string) node3.Job {
+		return node3.Job{ID: id, JobSpec: node3.JobSpec{Kind: node3.KindTest, Requirements: node3.Requirements{GPU: true}}, Status: node3.StatusAvailable}
+	}
+	tr.mu.Lock()
+	tr.assigned = map[string][]node3.GPU{
+		"second": {{Index: 1, UUID: "GPU-b"}}, // the provider would pick GPU-a itself
+		"busy":   {{Index: 1, UUID: "GPU-b"}}, // already running "second"
+		"ghost":  {{Index: 7, UUID: "GPU-z"}},
+	}
+	tr.mu.Unlock()
+	tr.offer(gpuJob("second"))
+	if id := <-g.started; id != "second" {
+		t.Fatalf("started %s", id)
+	}
+	g.mu.Lock()
+	used := g.gpus["second"]
+	g.mu.Unlock()
+	if len(used) != 1 || used[0].UUID != "GPU-b" {
+		t.Fatalf("ran on %+v, want the assigned GPU-b", used)
+	}
+	tr.offer(gpuJob("busy"), gpuJob("ghost"))
+	until(t, tr, "both given back", func() bool { return len(tr.withdrawn) == 2 })
 }

@@ -39,6 +39,7 @@ type pushGrant struct {
 	coord   peer.ID
 	job     node3.Job
 	attempt int
+	gpus    []node3.GPU // the GPUs the coordinator assigned (Index, UUID)
 }
 
 // PushConfig configures the push transport.
@@ -112,9 +113,7 @@ func (t *Push) Run(ctx context.Context) {
 func (t *Push) capacity() p2p.Capacity {
 	gpus := make([]p2p.CapacityGPU, len(t.cfg.GPUs))
 	for i, g := range t.cfg.GPUs {
-		if g.UUID == "" {
-			g.UUID = fmt.Sprintf("gpu-%d", g.Index)
-		}
+		g.UUID = gpuUUID(g)
 		gpus[i] = p2p.CapacityGPU{GPU: g}
 	}
 	return p2p.Capacity{
@@ -156,8 +155,12 @@ func (t *Push) serve(c *p2p.WorkConn) {
 		switch {
 		case m.Grant != nil:
 			j := m.Grant.Job
+			gpus := make([]node3.GPU, len(m.Grant.GPUs))
+			for i, r := range m.Grant.GPUs {
+				gpus[i] = node3.GPU{Index: r.Index, UUID: r.UUID}
+			}
 			t.mu.Lock()
-			t.grants[j.ID] = pushGrant{coord: coord, job: j, attempt: m.Grant.Attempt}
+			t.grants[j.ID] = pushGrant{coord: coord, job: j, attempt: m.Grant.Attempt, gpus: gpus}
 			t.queue = append(t.queue, j)
 			t.mu.Unlock()
 			t.remember(j.ID, coord)
@@ -206,6 +209,22 @@ func (t *Push) take(jobID string) (pushGrant, *p2p.WorkConn, bool) {
 	}
 	delete(t.grants, jobID)
 	return g, t.conns[g.coord], true
+}
+
+// Assigned names the GPUs a grant assigned.
+func (t *Push) Assigned(jobID string) []node3.GPU {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.grants[jobID].gpus
+}
+
+// gpuUUID is the UUID a GPU is announced by (its own, or one made from
+// its index when it has none).
+func gpuUUID(g node3.GPU) string {
+	if g.UUID == "" {
+		return fmt.Sprintf("gpu-%d", g.Index)
+	}
+	return g.UUID
 }
 
 // Withdraw declines a grant the provider cannot start after all.

@@ -50,6 +50,9 @@ type Transport interface {
 	// Me asks the coordinator how it sees this provider (what it earned
 	// and was paid); CodeUnavailable where the transport cannot ask.
 	Me(ctx context.Context) (node3.Agent, error)
+	// Assigned names the GPUs (by Index and UUID) the coordinator chose
+	// for an offered job; nil when it leaves the choice to the provider.
+	Assigned(jobID string) []node3.GPU
 }
 
 // Ack is the coordinator's answer to a final report: the job as it now
@@ -188,6 +191,9 @@ func (t *httpTransport) Offers(ctx context.Context, free node3.Capacity, n int, 
 }
 
 func (t *httpTransport) Withdraw(string) {}
+
+// Assigned: a REST coordinator leaves the GPUs to the provider.
+func (t *httpTransport) Assigned(string) []node3.GPU { return nil }
 
 // Run: the REST path has no background work of its own.
 func (t *httpTransport) Run(context.Context) {}
