@@ -21,6 +21,7 @@ import (
 
 	"github.com/node3/node3"
 	"github.com/node3/node3/ledger"
+	"github.com/node3/node3/node/coordinator/schedule"
 	"github.com/node3/node3/p2p"
 )
 
@@ -50,12 +51,14 @@ type Coordinator struct {
 	led *ledger.Ledger
 	log *slog.Logger
 
-	mu       sync.Mutex
-	changed  chan struct{}        // closed and replaced when jobs become available
-	board    *board               // the available jobs and who they were offered to
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when jobs become available
+	board   *board        // the available jobs in creation order, for listings and sync
+	// sched decides who gets which job: REST polls are offered from it
+	// and push dispatch grants from it, so one job never goes to two.
+	sched    *schedule.Scheduler
+	onChange func() // push dispatch's wake-up, if it runs
 	lastSeen map[string]time.Time // agent id → last call
-	leases   map[string]string    // leased job id → its holder
-	holding  map[string]int       // agent id → jobs it holds under a lease
 
 	metrics coordMetrics
 }
@@ -103,9 +106,8 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		log:      cfg.Logger,
 		changed:  make(chan struct{}),
 		board:    newBoard(),
+		sched:    schedule.New(schedule.Config{OfferTTL: cfg.OfferTTL}),
 		lastSeen: make(map[string]time.Time),
-		leases:   make(map[string]string),
-		holding:  make(map[string]int),
 		metrics: coordMetrics{
 			transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "node3_coordinator_job_transitions_total",
@@ -140,30 +142,13 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c.mu.Lock()
 	for _, j := range open {
 		c.board.update(j)
+		c.sched.Observe(j)
 	}
 	for _, j := range held {
-		c.trackLease(j)
+		c.sched.Observe(j)
 	}
 	c.mu.Unlock()
 	return c, nil
-}
-
-// trackLease keeps leases and holding in step with one job change.
-// Called with mu held.
-func (c *Coordinator) trackLease(j node3.Job) {
-	if prev, ok := c.leases[j.ID]; ok {
-		if j.Status.Leased() && prev == j.AgentID {
-			return
-		}
-		delete(c.leases, j.ID)
-		if c.holding[prev]--; c.holding[prev] <= 0 {
-			delete(c.holding, prev)
-		}
-	}
-	if j.Status.Leased() {
-		c.leases[j.ID] = j.AgentID
-		c.holding[j.AgentID]++
-	}
 }
 
 // observe follows every committed job change, in commit order.
@@ -171,12 +156,16 @@ func (c *Coordinator) observe(j node3.Job) {
 	c.metrics.transitions.WithLabelValues(string(j.Status)).Inc()
 	c.mu.Lock()
 	c.board.update(j)
-	c.trackLease(j)
+	c.sched.Observe(j)
+	wake := c.onChange
 	if j.Status == node3.StatusAvailable {
 		close(c.changed) // wake every long-poll
 		c.changed = make(chan struct{})
 	}
 	c.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
 }
 
 // Run sweeps lapsed leases and expired jobs until ctx ends.
@@ -212,9 +201,6 @@ func (c *Coordinator) sweep(ctx context.Context) {
 	if _, err := c.led.ExpireIdempotencyKeys(ctx, now, 1000); err != nil && ctx.Err() == nil {
 		c.log.Error("expiring idempotency keys", "err", err)
 	}
-	c.mu.Lock()
-	c.board.expireOffers(now)
-	c.mu.Unlock()
 }
 
 func (c *Coordinator) touch(agentID string) {
@@ -317,33 +303,24 @@ func (c *Coordinator) AvailableJobs(ctx context.Context, a node3.Agent, limit in
 
 // withdraw cancels offers an agent will never see.
 func (c *Coordinator) withdraw(agentID string, jobs []node3.Job) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, j := range jobs {
-		if o, ok := c.board.offers[j.ID]; ok && o.agent == agentID {
-			delete(c.board.offers, j.ID)
-		}
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.ID
 	}
+	c.mu.Lock()
+	c.sched.Withdraw(agentID, ids)
+	c.mu.Unlock()
 }
 
-// offer hands out up to limit jobs that fit the agent's free capacity and
-// are not on offer to anyone else. An agent holds at most its declared
-// capacity in offers and leases together: asking again releases what it
-// was offered before and did not take, and limit is cut to what is left.
-// Jobs the agent failed and is barred from go to others.
+// offer hands out up to limit jobs that fit the agent's free capacity,
+// from the scheduler: not on offer or granted to anyone else, not barred
+// for this agent, and never more offered and leased at once than the
+// agent declared (asking again releases what it did not take).
 func (c *Coordinator) offer(a node3.Agent, limit int, free *node3.Capacity) ([]node3.Job, error) {
 	now := c.cfg.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.board.release(a.ID, now)
-	limit = min(limit, a.Capacity()-c.holding[a.ID]-c.board.offeredTo(a.ID, now))
-	if limit <= 0 {
-		return nil, nil
-	}
-	fit := node3.NewFitter(a.GPUs, free, limit)
-	return c.board.take(a.ID, limit, now, c.cfg.OfferTTL, func(j node3.Job) bool {
-		return j.BarredUntil(a.ID, now).IsZero() && fit.Take(j.Requirements)
-	}), nil
+	return c.sched.Offer(a, free, limit, now), nil
 }
 
 // Accept grants a job to an agent whose GPUs meet its requirements: the
@@ -368,7 +345,7 @@ func (c *Coordinator) Accept(ctx context.Context, a node3.Agent, jobID, wallet s
 		// libp2p providers announce their capacity on their own streams
 		// (the dispatch issue); HTTP agents declared theirs at registration.
 		c.mu.Lock()
-		held := c.holding[a.ID]
+		_, held := c.sched.Holds(a.ID)
 		c.mu.Unlock()
 		if held >= a.Capacity() {
 			return node3.Job{}, node3.Errorf(node3.CodeConflict, "this agent holds %d jobs, its declared capacity: finish one first", held)

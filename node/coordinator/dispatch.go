@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"log/slog"
-	"math"
 	"sync"
 	"time"
 
@@ -25,17 +24,19 @@ import (
 // when the provider declines, does not ack in time, or goes away. No
 // claim races, no work by providers that do not get the job.
 //
-// Dispatch owns the scheduler and its lock; the ledger's job-change feed,
-// the work streams and a timer at the scheduler's next deadline feed it.
-// The lock is never held across a ledger write (the feed runs inside it).
+// The scheduler is the coordinator's (the REST polls are offered from the
+// same one) and so is its lock; the ledger's job-change feed (through the
+// coordinator), the work streams and a timer at the scheduler's next
+// deadline feed it. The lock is never held across a ledger write (the
+// feed runs inside it).
 type Dispatch struct {
 	cfg   DispatchConfig
 	log   *slog.Logger
 	clock clockwork.Clock
 
-	mu    sync.Mutex
-	s     *schedule.Scheduler
-	conns map[string]*p2p.WorkConn // provider (peer ID) → its stream
+	mu    *sync.Mutex              // the coordinator's
+	s     *schedule.Scheduler      // the coordinator's
+	conns map[string]*p2p.WorkConn // provider (peer ID) → its stream; under mu
 
 	kick    chan struct{}
 	commits chan struct{} // bounds the grants being committed at once
@@ -57,15 +58,13 @@ type DispatchConfig struct {
 	Coordinator *Coordinator
 	Ledger      *ledger.Ledger
 	Gossip      *Gossip // records provider peers as ledger agents
-	Schedule    schedule.Config
 	Logger      *slog.Logger
 	Clock       clockwork.Clock
 	Registerer  prometheus.Registerer
 }
 
-// NewDispatch builds push dispatch over the coordinator's ledger. Make it
-// before anything else writes jobs: it loads the open board and the
-// leases, then follows the job-change feed.
+// NewDispatch builds push dispatch over the coordinator's scheduler; the
+// coordinator wakes it on every job change.
 func NewDispatch(ctx context.Context, cfg DispatchConfig) (*Dispatch, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -75,7 +74,8 @@ func NewDispatch(ctx context.Context, cfg DispatchConfig) (*Dispatch, error) {
 	}
 	d := &Dispatch{
 		cfg: cfg, log: cfg.Logger, clock: cfg.Clock,
-		s:       schedule.New(cfg.Schedule),
+		mu:      &cfg.Coordinator.mu,
+		s:       cfg.Coordinator.sched,
 		conns:   make(map[string]*p2p.WorkConn),
 		kick:    make(chan struct{}, 1),
 		commits: make(chan struct{}, maxCommits),
@@ -93,27 +93,10 @@ func NewDispatch(ctx context.Context, cfg DispatchConfig) (*Dispatch, error) {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(d.metrics.grants, d.metrics.requeues)
 	}
-	cfg.Ledger.Watch(d.observe)
-	for _, st := range []node3.JobStatus{node3.StatusAvailable, node3.StatusAccepted, node3.StatusRunning} {
-		js, err := cfg.Ledger.Jobs(ctx, ledger.JobFilter{Status: st, Oldest: true, Limit: math.MaxInt})
-		if err != nil {
-			return nil, err
-		}
-		d.mu.Lock()
-		for _, j := range js {
-			d.s.Observe(j)
-		}
-		d.mu.Unlock()
-	}
-	return d, nil
-}
-
-// observe follows the ledger's job changes, in commit order.
-func (d *Dispatch) observe(j node3.Job) {
 	d.mu.Lock()
-	d.s.Observe(j)
+	cfg.Coordinator.onChange = d.poke
 	d.mu.Unlock()
-	d.poke()
+	return d, nil
 }
 
 func (d *Dispatch) poke() {
@@ -281,10 +264,7 @@ func (d *Dispatch) grant(ctx context.Context, g schedule.Grant) {
 }
 
 func (d *Dispatch) ackTimeout() time.Duration {
-	if d.cfg.Schedule.AckTimeout > 0 {
-		return d.cfg.Schedule.AckTimeout
-	}
-	return schedule.DefaultAckTimeout
+	return schedule.DefaultAckTimeout // the coordinator's scheduler runs with the default
 }
 
 // release puts given-back grants on the board again, their attempt not spent.
