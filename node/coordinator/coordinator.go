@@ -57,7 +57,7 @@ type Coordinator struct {
 	// sched decides who gets which job: REST polls are offered from it
 	// and push dispatch grants from it, so one job never goes to two.
 	sched    *schedule.Scheduler
-	onChange func() // push dispatch's wake-up, if it runs
+	onChange func()               // push dispatch's wake-up, if it runs
 	lastSeen map[string]time.Time // agent id → last call
 
 	metrics coordMetrics
