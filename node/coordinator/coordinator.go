@@ -1,10 +1,11 @@
-// Package coordinator is the marketplace role: the board of available
-// jobs and who they are offered to, leases and the sweeper, the REST
-// API's Marketplace (httpapi) over the ledger, and its libp2p side
-// (gossip.go): postings published from the ledger's job-change feed, and
-// claims, reports and sync served over streams through the same ledger
-// transitions. Every rule about a job's state lives in ledger.Apply; this
-// package decides who is offered what.
+// Package coordinator is the marketplace role: the scheduler that decides
+// who gets which job (schedule.Scheduler: REST polls are offered from it,
+// push dispatch grants from it), leases and the sweeper, the REST API's
+// Marketplace (httpapi) over the ledger, push dispatch over work streams
+// (dispatch.go), and its gossip side (gossip.go): postings published from
+// the ledger's job-change feed, and claims, reports and sync served over
+// streams through the same ledger transitions. Every rule about a job's
+// state lives in ledger.Apply.
 package coordinator
 
 import (
