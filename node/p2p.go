@@ -135,16 +135,12 @@ func (n *Node) setupP2P(ctx context.Context) error {
 		})
 	}
 	if n.p2p.coord != nil && c.Push {
-		if n.p2p.push, err = coordinator.NewDispatch(ctx, coordinator.DispatchConfig{
+		n.p2p.push = coordinator.NewDispatch(coordinator.DispatchConfig{
 			Coordinator: n.coord,
-			Ledger:      n.led,
 			Gossip:      n.p2p.coord,
 			Logger:      n.log.With("role", "coordinator"),
 			Registerer:  n.reg,
-		}); err != nil {
-			pn.Close()
-			return fmt.Errorf("node: push dispatch: %w", err)
-		}
+		})
 	}
 	pn.OnAdvert(func(a p2p.ProviderAdvert, from peer.ID) {
 		n.p2p.table.put(a, n.cfg.Now())

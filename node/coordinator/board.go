@@ -54,6 +54,3 @@ func (b *board) update(j node3.Job) {
 		b.order, b.dead = live, 0
 	}
 }
-
-// size is the number of available jobs.
-func (b *board) size() int { return len(b.jobs) }

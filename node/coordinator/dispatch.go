@@ -33,6 +33,7 @@ type Dispatch struct {
 	cfg   DispatchConfig
 	log   *slog.Logger
 	clock clockwork.Clock
+	led   *ledger.Ledger
 
 	mu    *sync.Mutex              // the coordinator's
 	s     *schedule.Scheduler      // the coordinator's
@@ -55,25 +56,21 @@ type dispatchMetrics struct {
 
 // DispatchConfig configures push dispatch.
 type DispatchConfig struct {
-	Coordinator *Coordinator
-	Ledger      *ledger.Ledger
-	Gossip      *Gossip // records provider peers as ledger agents
+	Coordinator *Coordinator // its ledger, clock, lock and scheduler
+	Gossip      *Gossip      // records provider peers as ledger agents
 	Logger      *slog.Logger
-	Clock       clockwork.Clock
 	Registerer  prometheus.Registerer
 }
 
 // NewDispatch builds push dispatch over the coordinator's scheduler; the
 // coordinator wakes it on every job change.
-func NewDispatch(ctx context.Context, cfg DispatchConfig) (*Dispatch, error) {
+func NewDispatch(cfg DispatchConfig) *Dispatch {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = clockwork.NewRealClock()
-	}
+	c := cfg.Coordinator
 	d := &Dispatch{
-		cfg: cfg, log: cfg.Logger, clock: cfg.Clock,
+		cfg: cfg, log: cfg.Logger, clock: c.cfg.Clock, led: c.led,
 		mu:      &cfg.Coordinator.mu,
 		s:       cfg.Coordinator.sched,
 		conns:   make(map[string]*p2p.WorkConn),
@@ -94,9 +91,9 @@ func NewDispatch(ctx context.Context, cfg DispatchConfig) (*Dispatch, error) {
 		cfg.Registerer.MustRegister(d.metrics.grants, d.metrics.requeues)
 	}
 	d.mu.Lock()
-	cfg.Coordinator.onChange = d.poke
+	c.onChange = d.poke
 	d.mu.Unlock()
-	return d, nil
+	return d
 }
 
 func (d *Dispatch) poke() {
@@ -231,7 +228,7 @@ func (d *Dispatch) grant(ctx context.Context, g schedule.Grant) {
 			d.log.Warn(why, "job", g.JobID, "provider", g.Provider, "err", err)
 		}
 	}
-	agent, err := d.cfg.Ledger.Agent(ctx, g.Provider)
+	agent, err := d.led.Agent(ctx, g.Provider)
 	if err != nil {
 		abort("granting a job: the provider's agent", err)
 		return
@@ -271,7 +268,7 @@ func (d *Dispatch) ackTimeout() time.Duration {
 func (d *Dispatch) release(ctx context.Context, requeues []schedule.Requeue) {
 	for _, rq := range requeues {
 		d.metrics.requeues.Inc()
-		_, err := d.cfg.Ledger.Transition(context.WithoutCancel(ctx), rq.JobID, ledger.Event{
+		_, err := d.led.Transition(context.WithoutCancel(ctx), rq.JobID, ledger.Event{
 			Kind: ledger.EvRelease, AgentID: rq.Provider, Attempt: rq.Attempt, Now: d.clock.Now(), Reason: rq.Reason,
 		})
 		if err != nil && !node3.Refused(err) {
