@@ -49,6 +49,42 @@ func FuzzDecodeJobPosting(f *testing.F) {
 	})
 }
 
+func FuzzDecodeJobMessage(f *testing.F) {
+	id := newPeerID(f)
+	one := testPosting(id, "job-1", 1, fuzzNow)
+	st := testPosting(id, "job-2", 2, fuzzNow)
+	st.Kind, st.Job, st.Status = PostingStatus, nil, node3.StatusCompleted
+	f.Add(mustJSON(f, one))
+	f.Add(mustJSON(f, PostingBatch{Version: Version, Coordinator: id, Postings: []JobPosting{one, st}}))
+	f.Add([]byte(`{"v":1,"coordinator":"` + fuzzPeer() + `","postings":[]}`))
+	f.Add([]byte(`{"v":1,"coordinator":"` + fuzzPeer() + `","postings":[{"v":2}]}`))
+	f.Add([]byte(`{"v":1,"postings":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ps, err := DecodeJobMessage(data)
+		if len(data) > MaxJobMessageSize && err == nil {
+			t.Fatal("accepted an oversized message")
+		}
+		if err != nil {
+			return
+		}
+		if len(ps) == 0 || len(ps) > MaxBatchPostings {
+			t.Fatalf("accepted %d postings", len(ps))
+		}
+		again, err := DecodeJobMessage(mustJSON(t, PostingBatch{Version: Version, Coordinator: ps[0].Coordinator, Postings: ps}))
+		if err != nil {
+			t.Fatalf("re-encoded batch does not decode: %v", err)
+		}
+		for i := range ps {
+			if ps[i].Coordinator != ps[0].Coordinator {
+				t.Fatal("accepted a batch of several coordinators")
+			}
+			if again[i].JobID != ps[i].JobID || again[i].Seq != ps[i].Seq {
+				t.Fatal("round trip changed a posting")
+			}
+		}
+	})
+}
+
 func FuzzDecodeAdvert(f *testing.F) {
 	id := newPeerID(f)
 	f.Add(mustJSON(f, testAdvert(id, 1, fuzzNow)))

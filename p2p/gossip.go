@@ -150,13 +150,13 @@ func (n *Node) account(topic string, vd verdict, author, from peer.ID) {
 
 func (n *Node) validateJobMsg(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	author := msg.GetFrom()
-	p, vd := n.val.job(author, msg.Data)
+	ps, vd := n.val.job(author, msg.Data)
 	if from != n.self {
 		n.metrics.received.WithLabelValues(labelJobs).Inc()
 		n.account(labelJobs, vd, author, from)
 	}
 	if vd.result == pubsub.ValidationAccept {
-		msg.ValidatorData = p
+		msg.ValidatorData = ps
 	}
 	return vd.result
 }
@@ -169,13 +169,13 @@ func (n *Node) validateAdvertMsg(_ context.Context, from peer.ID, msg *pubsub.Me
 		n.account(labelProviders, vd, author, from)
 	}
 	if vd.result == pubsub.ValidationAccept {
-		msg.ValidatorData = a
+		msg.ValidatorData = []ProviderAdvert{a}
 	}
 	return vd.result
 }
 
-// readLoop hands accepted messages from other peers to the handlers, in
-// order, on this one goroutine.
+// readLoop hands what accepted messages from other peers carry (the
+// validator's []T) to the handlers, in order, on this one goroutine.
 func readLoop[T any](n *Node, sub *pubsub.Subscription, handlers *[]func(T, peer.ID)) {
 	for {
 		msg, err := sub.Next(n.ctx)
@@ -186,15 +186,17 @@ func readLoop[T any](n *Node, sub *pubsub.Subscription, handlers *[]func(T, peer
 		if msg.Local || author == n.self {
 			continue
 		}
-		v, ok := msg.ValidatorData.(T)
+		vs, ok := msg.ValidatorData.([]T)
 		if !ok {
 			continue
 		}
 		n.handlersMu.RLock()
 		hs := *handlers
 		n.handlersMu.RUnlock()
-		for _, h := range hs {
-			h(v, author)
+		for _, v := range vs {
+			for _, h := range hs {
+				h(v, author)
+			}
 		}
 	}
 }
@@ -230,11 +232,11 @@ func (n *Node) nextSeq(issued time.Time) uint64 {
 	return s
 }
 
-// PublishJob signs and publishes a posting on the jobs topic. Empty fields
-// are filled: Version, Coordinator (this node; another value is an error),
-// IssuedAt (Clock), Seq (rising), Status (from Job) and ExpiresAt (the
-// job's expiry for a posted job, else DefaultStatusLifetime). Other nodes
-// accept it only if they trust this node as a coordinator.
+// PublishJob signs and publishes one posting on the jobs topic. Empty
+// fields are filled: Version, Coordinator (this node; another value is an
+// error), IssuedAt (Clock), Seq (rising), Status (from Job) and ExpiresAt
+// (the job's expiry for a posted job, else DefaultStatusLifetime). Other
+// nodes accept it only if they trust this node as a coordinator.
 func (n *Node) PublishJob(ctx context.Context, p JobPosting) error {
 	if p.Coordinator != "" && p.Coordinator != n.self {
 		return node3.Errorf(node3.CodeInvalid, "publish job posting: coordinator %s is not this node", p.Coordinator)
@@ -254,6 +256,64 @@ func (n *Node) PublishJob(ctx context.Context, p JobPosting) error {
 	}
 	n.metrics.published.WithLabelValues(labelJobs).Inc()
 	return nil
+}
+
+// PublishJobs signs and publishes postings on the jobs topic, as few
+// PostingBatch messages as fit MaxJobMessageSize and MaxBatchPostings,
+// in order. Fields are filled as PublishJob fills them. It returns how
+// many postings went out: on an error, those after them did not.
+func (n *Node) PublishJobs(ctx context.Context, ps []JobPosting) (int, error) {
+	const envelope = 128 // {"v":1,"coordinator":"…","postings":[…]}
+	budget := MaxJobMessageSize - envelope
+	var (
+		sent  int
+		parts []json.RawMessage
+		size  int
+	)
+	flush := func() error {
+		if len(parts) == 0 {
+			return nil
+		}
+		data, err := json.Marshal(struct {
+			Version     int               `json:"v"`
+			Coordinator peer.ID           `json:"coordinator"`
+			Postings    []json.RawMessage `json:"postings"`
+		}{Version, n.self, parts})
+		if err != nil {
+			return fmt.Errorf("publish postings: encode: %w", err)
+		}
+		if err := n.jobsTopic.Publish(ctx, data); err != nil {
+			return fmt.Errorf("publish %d postings: %w", len(parts), err)
+		}
+		n.metrics.published.WithLabelValues(labelJobs).Inc()
+		sent += len(parts)
+		parts, size = parts[:0], 0
+		return nil
+	}
+	for i := range ps {
+		p := ps[i]
+		if p.Coordinator != "" && p.Coordinator != n.self {
+			return sent, node3.Errorf(node3.CodeInvalid, "publish job posting: coordinator %s is not this node", p.Coordinator)
+		}
+		if err := n.fillPosting(&p); err != nil {
+			return sent, fmt.Errorf("publish job posting: %w", err)
+		}
+		b, err := json.Marshal(p)
+		if err != nil {
+			return sent, fmt.Errorf("publish job posting: encode: %w", err)
+		}
+		if len(b) > budget {
+			return sent, node3.Errorf(node3.CodeTooLarge, "publish job posting %s: %d bytes, more than %d", p.JobID, len(b), budget)
+		}
+		if size+len(b)+1 > budget || len(parts) == MaxBatchPostings {
+			if err := flush(); err != nil {
+				return sent, err
+			}
+		}
+		parts = append(parts, b)
+		size += len(b) + 1
+	}
+	return sent, flush()
 }
 
 // PublishAdvert signs and publishes this node's advert on the providers

@@ -82,6 +82,22 @@ type JobPosting struct {
 	ExpiresAt time.Time `json:"expires_at"` // when the message stops mattering
 }
 
+// PostingBatch is a jobs-topic message that carries several postings of
+// one coordinator under one signature: a coordinator at work changes
+// thousands of jobs a second, and signing, forwarding and verifying each
+// change on its own would cost every node on the topic more than the work
+// itself. Every posting names the batch's coordinator; each is checked,
+// ordered (Seq) and replay-filtered on its own, as if it came alone.
+type PostingBatch struct {
+	Version     int          `json:"v"`
+	Coordinator peer.ID      `json:"coordinator"`
+	Postings    []JobPosting `json:"postings"`
+}
+
+// MaxBatchPostings bounds the postings of one PostingBatch (the message
+// size, MaxJobMessageSize, bounds it too).
+const MaxBatchPostings = 512
+
 // ProviderAdvert is a message on the providers topic: a provider's offer,
 // signed by the provider's own peer key.
 type ProviderAdvert struct {
@@ -148,6 +164,62 @@ func DecodeJobPosting(data []byte) (JobPosting, error) {
 		return JobPosting{}, err
 	}
 	return p, nil
+}
+
+// jobMessage is either wire form of a jobs-topic message: a JobPosting or
+// a PostingBatch (the batch's v and coordinator fill the embedded
+// posting's fields of the same names).
+type jobMessage struct {
+	JobPosting
+	Postings []JobPosting `json:"postings"`
+}
+
+// DecodeJobMessage decodes and checks the shape of a jobs-topic message,
+// a single JobPosting or a PostingBatch, and returns its postings (at
+// least one). Like DecodeJobPosting it does not check time, trust or
+// replays.
+func DecodeJobMessage(data []byte) ([]JobPosting, error) {
+	var m jobMessage
+	if err := decodeStrict(data, MaxJobMessageSize, "job message", &m); err != nil {
+		return nil, err
+	}
+	if m.Postings == nil {
+		if err := checkVersion(m.Version, "job posting"); err != nil {
+			return nil, err
+		}
+		if err := m.JobPosting.check(); err != nil {
+			return nil, err
+		}
+		return []JobPosting{m.JobPosting}, nil
+	}
+	if err := checkVersion(m.Version, "posting batch"); err != nil {
+		return nil, err
+	}
+	if m.Kind != "" || m.JobID != "" || m.Job != nil || m.Seq != 0 {
+		return nil, node3.Errorf(node3.CodeInvalid, "a posting batch carries its postings only in postings")
+	}
+	if err := checkPeer("coordinator", m.Coordinator, true); err != nil {
+		return nil, err
+	}
+	if len(m.Postings) == 0 {
+		return nil, node3.Errorf(node3.CodeInvalid, "posting batch is empty")
+	}
+	if len(m.Postings) > MaxBatchPostings {
+		return nil, node3.Errorf(node3.CodeInvalid, "posting batch has %d postings, more than %d", len(m.Postings), MaxBatchPostings)
+	}
+	for i := range m.Postings {
+		p := &m.Postings[i]
+		if err := checkVersion(p.Version, "job posting"); err != nil {
+			return nil, fmt.Errorf("posting %d: %w", i, err)
+		}
+		if err := p.check(); err != nil {
+			return nil, fmt.Errorf("posting %d: %w", i, err)
+		}
+		if p.Coordinator != m.Coordinator {
+			return nil, node3.Errorf(node3.CodeInvalid, "posting %d names coordinator %s, not the batch's", i, p.Coordinator.ShortString())
+		}
+	}
+	return m.Postings, nil
 }
 
 // DecodeAdvert decodes and checks the shape of a providers-topic message.

@@ -168,6 +168,44 @@ func TestNetworkDiscoveryAndGossip(t *testing.T) {
 	if got := metricValue(coord.metrics.published.WithLabelValues(labelJobs)); got != count {
 		t.Fatalf("published counter %v", got)
 	}
+
+	// A batch: more postings than one message holds go out as a few
+	// messages, and every node gets each posting once (gossip does not
+	// order messages; Seq orders a job's postings).
+	const batched = MaxBatchPostings + 100
+	ps := make([]JobPosting, batched)
+	for i := range ps {
+		ps[i] = JobPosting{Kind: PostingStatus, JobID: fmt.Sprintf("batch-%04d", i), Status: node3.StatusCompleted}
+	}
+	ps[0] = JobPosting{Kind: PostingPosted, JobID: "batch-0000", Job: testJob("batch-0000", now)}
+	if sent, err := coord.PublishJobs(ctx, ps); err != nil || sent != batched {
+		t.Fatalf("PublishJobs: %d sent, %v", sent, err)
+	}
+	if got := metricValue(coord.metrics.published.WithLabelValues(labelJobs)); got != count+2 {
+		t.Fatalf("published counter %v after a batch of %d, want %d messages", got, batched, count+2)
+	}
+	for i, b := range boxes {
+		if nodes[i] == coord {
+			continue
+		}
+		eventually(t, 5*time.Second, fmt.Sprintf("node %d receives the batch", i), func() bool { return b.len() >= count+batched })
+		got, _ := b.snapshot()
+		if len(got) != count+batched {
+			t.Fatalf("node %d got %d postings, want %d", i, len(got), count+batched)
+		}
+		seen := map[string]bool{}
+		for _, p := range got[count:] {
+			if seen[p.JobID] || p.Coordinator != coord.ID() {
+				t.Fatalf("node %d: posting %s twice, or from %s", i, p.JobID, p.Coordinator)
+			}
+			seen[p.JobID] = true
+		}
+		for _, p := range ps {
+			if !seen[p.JobID] {
+				t.Fatalf("node %d: posting %s missing", i, p.JobID)
+			}
+		}
+	}
 }
 
 // TestAutoDiscovery: the background loop connects nodes that only know

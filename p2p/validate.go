@@ -120,25 +120,55 @@ func decodeVerdict(err error) verdict {
 	return reject(reasonMalformed, err)
 }
 
-// job validates a jobs-topic message signed by author.
-func (v *validator) job(author peer.ID, data []byte) (JobPosting, verdict) {
-	p, err := DecodeJobPosting(data)
+// job validates a jobs-topic message signed by author, a single posting or
+// a batch, and returns the postings to deliver. A batch is rejected whole
+// if any posting in it is one no honest coordinator signs (malformed,
+// another coordinator's, far in the future or long expired); postings
+// that only this node's state makes stale (replays, older Seq, just
+// expired) are dropped one by one, and a batch with none left is ignored.
+func (v *validator) job(author peer.ID, data []byte) ([]JobPosting, verdict) {
+	ps, err := DecodeJobMessage(data)
 	if err != nil {
-		return JobPosting{}, decodeVerdict(err)
+		return nil, decodeVerdict(err)
 	}
-	if p.Coordinator != author {
-		return p, reject(reasonAuthor, fmt.Errorf("posting names coordinator %s but is signed by %s", p.Coordinator, author))
+	// Every posting names one coordinator (DecodeJobMessage checks a
+	// batch's agree).
+	if ps[0].Coordinator != author {
+		return nil, reject(reasonAuthor, fmt.Errorf("posting names coordinator %s but is signed by %s", ps[0].Coordinator, author))
 	}
 	if author != v.self && !v.trust.trusted(author) {
-		return p, reject(reasonUntrusted, fmt.Errorf("coordinator %s is not trusted", author))
+		return nil, reject(reasonUntrusted, fmt.Errorf("coordinator %s is not trusted", author))
 	}
-	if vd := v.checkTimes(p.IssuedAt, p.ExpiresAt); vd.result != pubsub.ValidationAccept {
-		return p, vd
+	keep := make([]bool, len(ps))
+	last := accepted
+	for i := range ps {
+		vd := v.checkTimes(ps[i].IssuedAt, ps[i].ExpiresAt)
+		switch vd.result {
+		case pubsub.ValidationReject:
+			return nil, vd
+		case pubsub.ValidationAccept:
+			keep[i] = true
+		default:
+			last = vd
+		}
 	}
-	if !v.jobs.admit(string(author)+"\x00"+p.JobID, p.Seq, p.ExpiresAt.Add(v.skew), v.clock()) {
-		return p, ignore(reasonReplay, fmt.Errorf("posting %s seq %d already seen", p.JobID, p.Seq))
+	// Only a message that passed every check touches the replay cache.
+	now := v.clock()
+	out := ps[:0]
+	for i, p := range ps {
+		if !keep[i] {
+			continue
+		}
+		if !v.jobs.admit(string(author)+"\x00"+p.JobID, p.Seq, p.ExpiresAt.Add(v.skew), now) {
+			last = ignore(reasonReplay, fmt.Errorf("posting %s seq %d already seen", p.JobID, p.Seq))
+			continue
+		}
+		out = append(out, p)
 	}
-	return p, accepted
+	if len(out) == 0 {
+		return nil, last
+	}
+	return out, accepted
 }
 
 // advert validates a providers-topic message signed by author.

@@ -127,11 +127,11 @@ func TestValidateJob(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p, vd := v.job(c.author, c.data)
+			ps, vd := v.job(c.author, c.data)
 			if vd.result != c.want || vd.reason != c.reason {
 				t.Fatalf("got %s/%q (%v), want %s/%q", resultName(vd.result), vd.reason, vd.err, resultName(c.want), c.reason)
 			}
-			if c.want == pubsub.ValidationAccept && p.JobID == "" {
+			if c.want == pubsub.ValidationAccept && (len(ps) != 1 || ps[0].JobID == "") {
 				t.Fatal("accepted posting not returned")
 			}
 		})
@@ -157,6 +157,80 @@ func TestValidateJob(t *testing.T) {
 		}
 	})
 
+	t.Run("batch", func(t *testing.T) {
+		posting := func(id string, seq uint64, f func(p *JobPosting)) JobPosting {
+			p := testPosting(coord, id, seq, now)
+			if f != nil {
+				f(&p)
+			}
+			return p
+		}
+		batch := func(ps ...JobPosting) []byte {
+			return mustJSON(t, PostingBatch{Version: Version, Coordinator: coord, Postings: ps})
+		}
+		ps, vd := v.job(coord, batch(posting("b-1", 5, nil), posting("b-2", 5, nil)))
+		if vd.result != pubsub.ValidationAccept || len(ps) != 2 || ps[0].JobID != "b-1" || ps[1].JobID != "b-2" {
+			t.Fatalf("valid batch: %s %v, %d postings", resultName(vd.result), vd.err, len(ps))
+		}
+		// A replayed entry is dropped alone; the new one is delivered.
+		ps, vd = v.job(coord, batch(posting("b-1", 5, nil), posting("b-3", 5, nil)))
+		if vd.result != pubsub.ValidationAccept || len(ps) != 1 || ps[0].JobID != "b-3" {
+			t.Fatalf("batch with a replay: %s %v, %+v", resultName(vd.result), vd.err, ps)
+		}
+		// Nothing new: ignored, not rejected.
+		if _, vd := v.job(coord, batch(posting("b-1", 5, nil), posting("b-3", 4, nil))); vd.result != pubsub.ValidationIgnore || vd.reason != reasonReplay {
+			t.Fatalf("all replays: %s/%q", resultName(vd.result), vd.reason)
+		}
+		// One bad entry rejects the batch, and leaves the replay cache
+		// untouched: b-4 is accepted afterwards.
+		bad := []struct {
+			name   string
+			p      JobPosting
+			reason string
+		}{
+			{"malformed entry", posting("b-bad", 6, func(p *JobPosting) { p.Kind = "gift" }), reasonMalformed},
+			{"another coordinator's entry", posting("b-bad", 6, func(p *JobPosting) { p.Coordinator = stranger }), reasonMalformed},
+			{"entry from the future", posting("b-bad", 6, func(p *JobPosting) {
+				p.IssuedAt, p.ExpiresAt = now.Add(time.Minute), now.Add(2*time.Hour)
+			}), reasonFuture},
+		}
+		for _, c := range bad {
+			if _, vd := v.job(coord, batch(posting("b-4", 1, nil), c.p)); vd.result != pubsub.ValidationReject || vd.reason != c.reason {
+				t.Fatalf("%s: %s/%q (%v), want reject/%q", c.name, resultName(vd.result), vd.reason, vd.err, c.reason)
+			}
+		}
+		if ps, vd := v.job(coord, batch(posting("b-4", 1, nil))); vd.result != pubsub.ValidationAccept || len(ps) != 1 {
+			t.Fatalf("b-4 after rejected batches: %s %v", resultName(vd.result), vd.err)
+		}
+		// A just-expired entry is dropped alone.
+		ps, vd = v.job(coord, batch(posting("b-5", 1, func(p *JobPosting) {
+			p.IssuedAt, p.ExpiresAt = now.Add(-time.Hour), now.Add(-time.Second)
+		}), posting("b-6", 1, nil)))
+		if vd.result != pubsub.ValidationAccept || len(ps) != 1 || ps[0].JobID != "b-6" {
+			t.Fatalf("batch with a just-expired entry: %s %v, %+v", resultName(vd.result), vd.err, ps)
+		}
+		shapes := []struct {
+			name string
+			data []byte
+		}{
+			{"empty batch", []byte(`{"v":1,"coordinator":"` + coord.String() + `","postings":[]}`)},
+			{"batch without coordinator", mustJSON(t, PostingBatch{Version: Version, Postings: []JobPosting{posting("b-7", 1, nil)}})},
+			{"batch that is also a posting", []byte(`{"v":1,"coordinator":"` + coord.String() + `","job_id":"x","postings":[` + string(mustJSON(t, posting("b-7", 1, nil))) + `]}`)},
+			{"too many postings", batch(slicesRepeat(posting("b-8", 1, func(p *JobPosting) {
+				p.Kind, p.Job, p.Status, p.JobID = PostingStatus, nil, node3.StatusCompleted, "b"
+			}), MaxBatchPostings+1)...)},
+		}
+		for _, c := range shapes {
+			if _, vd := v.job(coord, c.data); vd.result != pubsub.ValidationReject || vd.reason != reasonMalformed {
+				t.Fatalf("%s: %s/%q (%v), want reject/malformed", c.name, resultName(vd.result), vd.reason, vd.err)
+			}
+		}
+		// A batch signed by someone other than the coordinator it names.
+		if _, vd := v.job(stranger, batch(posting("b-9", 1, nil))); vd.result != pubsub.ValidationReject || vd.reason != reasonAuthor {
+			t.Fatalf("batch signed by another: %s/%q", resultName(vd.result), vd.reason)
+		}
+	})
+
 	t.Run("trust changes at run time", func(t *testing.T) {
 		data := fresh(func(p *JobPosting) { p.Coordinator = stranger })
 		trust.replace([]peer.ID{coord, stranger})
@@ -175,6 +249,14 @@ func TestValidateJob(t *testing.T) {
 			t.Fatalf("trusted by func: %s %v", resultName(vd.result), vd.err)
 		}
 	})
+}
+
+func slicesRepeat(p JobPosting, n int) []JobPosting {
+	out := make([]JobPosting, n)
+	for i := range out {
+		out[i] = p
+	}
+	return out
 }
 
 func TestValidateAdvert(t *testing.T) {

@@ -3,12 +3,12 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,10 +19,10 @@ import (
 
 // Gossip is the coordinator's libp2p side:
 //
-//   - it follows the ledger's job-change feed and publishes, signed, every
-//     new or requeued job (a "posted" posting) and every change to
-//     accepted, completed, failed, cancelled or expired (a "status"
-//     posting);
+//   - it follows the ledger's job-change feed and publishes, signed and
+//     in batches, each job's latest state: new or requeued (a "posted"
+//     posting), or accepted, completed, failed, cancelled or expired (a
+//     "status" posting);
 //   - it serves claims, reports and sync over streams, through the same
 //     Coordinator methods (and so the same ledger transitions) as the REST
 //     API;
@@ -36,10 +36,15 @@ type Gossip struct {
 	log    *slog.Logger
 	now    func() time.Time
 
-	// The publish queues, one per publisher goroutine, a job always in the
-	// same one (so its postings go out in order): filled by the ledger's
-	// writer goroutine (which must not block), drained by runPublisher.
-	shards []*pubShard
+	// queue holds the job changes waiting to be published: filled by the
+	// ledger's writer goroutine (which must not block), drained by
+	// RunPublisher.
+	queue    pubQueue
+	interval time.Duration
+	clock    clockwork.Clock
+	// last is the status last published per unfinished job; only
+	// RunPublisher uses it.
+	last map[string]node3.JobStatus
 
 	amu    sync.Mutex
 	agents map[peer.ID]node3.Agent // provider peers with a ledger agent
@@ -52,21 +57,18 @@ type Gossip struct {
 	metrics gossipMetrics
 }
 
-// pubShard is one publisher's queue.
-type pubShard struct {
+// pubQueue is the latest change of each job not yet published, in the
+// order the jobs first changed.
+type pubQueue struct {
 	mu    sync.Mutex
-	queue []node3.Job
+	order []string
+	jobs  map[string]node3.Job
 	cap   int
 	wake  chan struct{}
-	// last is the status last published per unfinished job; only the
-	// shard's publisher goroutine uses it.
-	last map[string]node3.JobStatus
 }
 
-// publishers is how many goroutines publish postings: signing and
-// pubsub's local validation make one publish cost ~0.3 ms of CPU, and a
-// single publisher would cap a coordinator near 1,000 postings/s.
-const publishers = 4
+// DefaultBoardInterval is the least time between two posting batches.
+const DefaultBoardInterval = 10 * time.Millisecond
 
 type agentWant struct {
 	peer peer.ID
@@ -88,12 +90,17 @@ type GossipConfig struct {
 	Node        *p2p.Node
 	// Advert returns a provider's live advert, if this node holds one.
 	Advert func(peer.ID, time.Time) (p2p.ProviderAdvert, bool)
-	// PublishQueue bounds the queue of job changes waiting to be
-	// published (default 4096); past it the oldest are dropped.
+	// PublishQueue bounds the jobs whose changes wait to be published
+	// (default 4096); past it the oldest are dropped.
 	PublishQueue int
-	Logger       *slog.Logger
-	Now          func() time.Time
-	Registerer   prometheus.Registerer
+	// BoardInterval is the least time between two batches of postings
+	// (default DefaultBoardInterval; negative: none).
+	BoardInterval time.Duration
+	// Clock times the batches (default: the real clock).
+	Clock      clockwork.Clock
+	Logger     *slog.Logger
+	Now        func() time.Time
+	Registerer prometheus.Registerer
 }
 
 // NewGossip builds the coordinator's libp2p side. It follows the ledger's
@@ -102,11 +109,22 @@ func NewGossip(cfg GossipConfig) *Gossip {
 	if cfg.PublishQueue <= 0 {
 		cfg.PublishQueue = 4096
 	}
+	if cfg.BoardInterval == 0 {
+		cfg.BoardInterval = DefaultBoardInterval
+	}
 	c, led, pn, log, now, reg := cfg.Coordinator, cfg.Ledger, cfg.Node, cfg.Logger, cfg.Now, cfg.Registerer
 	cp := &Gossip{
 		c: c, led: led, pn: pn, advert: cfg.Advert, log: log, now: now,
 		agents: make(map[peer.ID]node3.Agent),
 		ensure: make(chan agentWant, 256),
+		queue: pubQueue{
+			jobs: make(map[string]node3.Job),
+			cap:  cfg.PublishQueue,
+			wake: make(chan struct{}, 1),
+		},
+		interval: cfg.BoardInterval,
+		clock:    cfg.Coordinator.cfg.Clock, // the coordinator's clock times the batches
+		last:     make(map[string]node3.JobStatus),
 		metrics: gossipMetrics{
 			published: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "node3_coordinator_postings_total",
@@ -125,33 +143,29 @@ func NewGossip(cfg GossipConfig) *Gossip {
 	if reg != nil {
 		reg.MustRegister(cp.metrics.published, cp.metrics.dropped, cp.metrics.claims)
 	}
-	for range publishers {
-		cp.shards = append(cp.shards, &pubShard{
-			cap:  max(cfg.PublishQueue/publishers, 1),
-			wake: make(chan struct{}, 1),
-			last: make(map[string]node3.JobStatus),
-		})
-	}
 	led.Watch(cp.enqueue)
 	return cp
 }
 
-// enqueue runs on the ledger's writer goroutine: it only queues, dropping
-// the oldest change when the queue is full.
+// enqueue runs on the ledger's writer goroutine: it only queues. A job
+// changed again before the publisher took the last change is queued once,
+// in its latest state; past the queue's bound the oldest job is dropped.
 func (cp *Gossip) enqueue(j node3.Job) {
-	h := fnv.New32a()
-	h.Write([]byte(j.ID))
-	sh := cp.shards[h.Sum32()%uint32(len(cp.shards))]
-	sh.mu.Lock()
-	if len(sh.queue) >= sh.cap {
-		sh.queue[0] = node3.Job{}
-		sh.queue = sh.queue[1:]
-		cp.noteDrop()
+	q := &cp.queue
+	q.mu.Lock()
+	if _, ok := q.jobs[j.ID]; !ok {
+		if len(q.order) >= q.cap {
+			delete(q.jobs, q.order[0])
+			q.order[0] = ""
+			q.order = q.order[1:]
+			cp.noteDrop()
+		}
+		q.order = append(q.order, j.ID)
 	}
-	sh.queue = append(sh.queue, j)
-	sh.mu.Unlock()
+	q.jobs[j.ID] = j
+	q.mu.Unlock()
 	select {
-	case sh.wake <- struct{}{}:
+	case q.wake <- struct{}{}:
 	default:
 	}
 }
@@ -169,81 +183,93 @@ func (cp *Gossip) DroppedCount() uint64 {
 	return cp.metrics.drops
 }
 
-// RunPublisher publishes queued job changes until ctx ends, one
-// goroutine per queue.
+// RunPublisher publishes queued job changes until ctx ends: whatever
+// queued since the last publish goes out as one signed batch (or as few
+// as fit a message), and batches are at least BoardInterval apart, so
+// under load one signature, one forward and one verification per node
+// covers many job changes, while an idle coordinator publishes a change
+// at once.
 func (cp *Gossip) RunPublisher(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, sh := range cp.shards {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cp.drain(ctx, sh)
-		}()
-	}
-	wg.Wait()
-}
-
-func (cp *Gossip) drain(ctx context.Context, sh *pubShard) {
+	q := &cp.queue
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-sh.wake:
+		case <-q.wake:
 		}
-		for {
-			sh.mu.Lock()
-			batch := sh.queue
-			sh.queue = nil
-			sh.mu.Unlock()
-			if len(batch) == 0 {
-				break
+		q.mu.Lock()
+		order, jobs := q.order, q.jobs
+		q.order, q.jobs = nil, make(map[string]node3.Job, len(jobs))
+		q.mu.Unlock()
+		ps := make([]p2p.JobPosting, 0, len(order))
+		for _, id := range order {
+			if p, ok := cp.posting(jobs[id]); ok {
+				ps = append(ps, p)
 			}
-			for _, j := range batch {
-				if ctx.Err() != nil {
-					return
-				}
-				cp.publish(ctx, sh, j)
+		}
+		if len(ps) == 0 {
+			continue
+		}
+		cp.publish(ctx, ps)
+		if cp.interval > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-cp.clock.After(cp.interval):
 			}
 		}
 	}
 }
 
-// publish turns one job change into a posting, if it is one worth telling
-// the network about: new and requeued jobs, and the changes to accepted,
-// completed, failed, cancelled and expired. Heartbeats (lease extensions,
-// accepted → running) are not.
-func (cp *Gossip) publish(ctx context.Context, sh *pubShard, j node3.Job) {
-	prev, seen := sh.last[j.ID]
+// posting turns a job's latest change into a posting, if it is one worth
+// telling the network about: new and requeued jobs, and the changes to
+// accepted, running (if its acceptance was not told), completed, failed,
+// cancelled and expired. Lease extensions are not. A status posting of a
+// job whose "posted" the network never got (it was taken, or ended,
+// before the publisher came round) carries the public job, so every board
+// can list it.
+func (cp *Gossip) posting(j node3.Job) (p2p.JobPosting, bool) {
+	prev, seen := cp.last[j.ID]
 	if j.Status.Terminal() {
-		delete(sh.last, j.ID)
+		delete(cp.last, j.ID)
 	} else {
-		sh.last[j.ID] = j.Status
+		cp.last[j.ID] = j.Status
 	}
-	var p p2p.JobPosting
 	switch {
 	case j.Status == node3.StatusAvailable:
 		pub := j.Public()
-		p = p2p.JobPosting{Kind: p2p.PostingPosted, JobID: j.ID, Job: &pub, Status: j.Status}
-	case j.Status == node3.StatusRunning:
-		return
-	case seen && prev == j.Status:
-		return
-	default:
-		p = p2p.JobPosting{Kind: p2p.PostingStatus, JobID: j.ID, Status: j.Status} // error texts are not public (node3.Job.Public)
-		if id, ok := p2p.AgentPeer(j.AgentID); ok && j.Status != node3.StatusExpired && j.Status != node3.StatusCancelled {
-			p.Provider = id
-		}
+		return p2p.JobPosting{Kind: p2p.PostingPosted, JobID: j.ID, Job: &pub, Status: j.Status}, true
+	case seen && (prev == j.Status || prev == node3.StatusAccepted && j.Status == node3.StatusRunning):
+		return p2p.JobPosting{}, false
 	}
+	p := p2p.JobPosting{Kind: p2p.PostingStatus, JobID: j.ID, Status: j.Status} // error texts are not public (node3.Job.Public)
+	if id, ok := p2p.AgentPeer(j.AgentID); ok && j.Status != node3.StatusExpired && j.Status != node3.StatusCancelled {
+		p.Provider = id
+	}
+	if !seen {
+		pub := j.Public()
+		p.Job = &pub
+	}
+	return p, true
+}
+
+// publish sends postings, counting them by kind; what fails to go out is
+// counted as dropped.
+func (cp *Gossip) publish(ctx context.Context, ps []p2p.JobPosting) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := cp.pn.PublishJob(pctx, p); err != nil {
-		cp.noteDrop()
-		if ctx.Err() == nil {
-			cp.log.Warn("publishing a job posting failed", "job", j.ID, "status", j.Status, "err", err)
-		}
-		return
+	sent, err := cp.pn.PublishJobs(pctx, ps)
+	for _, p := range ps[:sent] {
+		cp.metrics.published.WithLabelValues(string(p.Kind)).Inc()
 	}
-	cp.metrics.published.WithLabelValues(string(p.Kind)).Inc()
+	if err != nil {
+		for range ps[sent:] {
+			cp.noteDrop()
+		}
+		if ctx.Err() == nil {
+			cp.log.Warn("publishing job postings failed", "postings", len(ps)-sent, "first", ps[sent].JobID, "err", err)
+		}
+	}
 }
 
 func truncateText(s string, n int) string { return node3.Truncate(s, n) }
