@@ -44,9 +44,11 @@ type Ledger struct {
 	closed    bool
 	obsMu     sync.RWMutex
 	observers []func(node3.Job)
+	sync      bool // fsync commits that carry a durable write
 	statsMu   sync.Mutex
 	batches   uint64
 	committed uint64
+	syncs     uint64
 }
 
 // writeReq is one atomic write: fn reads through w and stages mutations;
@@ -54,6 +56,11 @@ type Ledger struct {
 type writeReq struct {
 	fn   func(w *writer) error
 	done chan error
+	// lazy writes are not fsynced on their own: they are in the
+	// operating system's hands when they return (a killed process keeps
+	// them), and on disk with the next durable commit. A power loss may
+	// undo them.
+	lazy bool
 }
 
 // Open opens (or creates) the ledger in cfg.Dir.
@@ -78,7 +85,9 @@ func Open(cfg Config) (*Ledger, error) {
 	}
 	opts := badger.DefaultOptions(cfg.Dir).
 		WithLogger(badgerLogger{log}).
-		WithSyncWrites(!cfg.NoSync).
+		// The ledger fsyncs itself, once per commit that carries a
+		// durable write (Ledger.commitPrefix).
+		WithSyncWrites(false).
 		WithDetectConflicts(false). // one writer goroutine: nothing to conflict with
 		WithMemTableSize(8 << 20).
 		WithNumMemtables(2).
@@ -99,6 +108,7 @@ func Open(cfg Config) (*Ledger, error) {
 		reqs:     make(chan *writeReq, cfg.MaxBatch),
 		stop:     make(chan struct{}),
 		maxBatch: cfg.MaxBatch,
+		sync:     !cfg.NoSync,
 	}
 	l.wg.Add(2)
 	go l.writeLoop()
@@ -128,12 +138,29 @@ func (l *Ledger) WriteStats() (batches, requests uint64) {
 	return l.batches, l.committed
 }
 
+// Syncs reports how many fsyncs the writer made.
+func (l *Ledger) Syncs() uint64 {
+	l.statsMu.Lock()
+	defer l.statsMu.Unlock()
+	return l.syncs
+}
+
 var errClosed = node3.Errorf(node3.CodeUnavailable, "ledger is closed")
 
 // update runs fn atomically and durably. Once queued the request is carried
 // out even if ctx ends; ctx only bounds the wait for a place in the queue.
 func (l *Ledger) update(ctx context.Context, fn func(w *writer) error) error {
-	r := &writeReq{fn: fn, done: make(chan error, 1)}
+	return l.enqueue(ctx, &writeReq{fn: fn, done: make(chan error, 1)})
+}
+
+// updateLazy runs fn atomically, and durably only as far as a lazy write
+// is (see writeReq.lazy): for what a power loss may undo at no cost but
+// some repeated work, and is written too often to wait for the disk.
+func (l *Ledger) updateLazy(ctx context.Context, fn func(w *writer) error) error {
+	return l.enqueue(ctx, &writeReq{fn: fn, done: make(chan error, 1), lazy: true})
+}
+
+func (l *Ledger) enqueue(ctx context.Context, r *writeReq) error {
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -231,9 +258,31 @@ func (l *Ledger) commitPrefix(batch []*writeReq) (int, []error) {
 	if err := txn.Commit(); err != nil {
 		return l.failAll(n, err)
 	}
+	durable := false
+	for _, r := range batch[:n] {
+		durable = durable || !r.lazy
+	}
+	synced := false
+	if durable && l.sync {
+		if err := l.db.Sync(); err != nil {
+			// Committed, but maybe not on disk: the durable writes fail
+			// (what they wrote may or may not survive a power loss).
+			err = fmt.Errorf("ledger: fsync: %w", err)
+			l.log.Error("ledger fsync failed", "err", err)
+			for i, r := range batch[:n] {
+				if !r.lazy && errs[i] == nil {
+					errs[i] = err
+				}
+			}
+		}
+		synced = true
+	}
 	l.statsMu.Lock()
 	l.batches++
 	l.committed += uint64(n)
+	if synced {
+		l.syncs++
+	}
 	l.statsMu.Unlock()
 	// Observers see committed job changes in commit order.
 	l.obsMu.RLock()

@@ -12,6 +12,14 @@ import (
 
 // A provider's own books: its settings, the jobs it ran, what it earned
 // and the reports it still owes its coordinator.
+//
+// The history, the outbox and the earnings are lazy writes (see
+// writeReq.lazy): a provider writes them for every job it runs, and an
+// fsync each would make its disk, not its GPUs, the limit. A killed
+// process loses none of them; a power loss may lose the last moments' —
+// a report then never goes out, so the coordinator's lease lapses and the
+// job runs again (the coordinator's ledger, which is durable, is what
+// pays), and the local earnings view may miss a job the coordinator paid.
 const (
 	pSetting     = "s/" // s/<name> → value
 	pHistory     = "h/" // h/<job id> → Job as this provider last knew it
@@ -44,14 +52,14 @@ func (l *Ledger) Setting(ctx context.Context, name string) (string, error) {
 
 // RecordLocalJob stores (or updates) a job in the provider's history.
 func (l *Ledger) RecordLocalJob(ctx context.Context, j node3.Job) error {
-	return l.update(ctx, func(w *writer) error { return w.setJSON(pHistory+j.ID, j) })
+	return l.updateLazy(ctx, func(w *writer) error { return w.setJSON(pHistory+j.ID, j) })
 }
 
 // EnqueueReport stores a report in the outbox and the job, as the provider
 // ran it, in its history: one atomic write, so a crash after it loses
 // neither.
 func (l *Ledger) EnqueueReport(ctx context.Context, j node3.Job, r node3.Report) error {
-	return l.update(ctx, func(w *writer) error {
+	return l.updateLazy(ctx, func(w *writer) error {
 		if err := w.setJSON(pOutbox+r.JobID, r); err != nil {
 			return err
 		}
@@ -77,7 +85,7 @@ func (l *Ledger) PendingReports(ctx context.Context, limit int) ([]node3.Report,
 
 // BumpReport records one more failed delivery attempt of a report.
 func (l *Ledger) BumpReport(ctx context.Context, jobID string) error {
-	return l.update(ctx, func(w *writer) error {
+	return l.updateLazy(ctx, func(w *writer) error {
 		var r node3.Report
 		ok, err := w.getJSON(pOutbox+jobID, &r)
 		if err != nil || !ok {
@@ -92,7 +100,7 @@ func (l *Ledger) BumpReport(ctx context.Context, jobID string) error {
 // answer: the job as it now stands. A job the coordinator booked as
 // completed under this provider adds its reward to the earnings, once.
 func (l *Ledger) AckReport(ctx context.Context, jobID string, coord *node3.Job, self string, now time.Time) error {
-	return l.update(ctx, func(w *writer) error {
+	return l.updateLazy(ctx, func(w *writer) error {
 		if _, ok, err := w.get(pOutbox + jobID); err != nil || !ok {
 			return err // already acknowledged
 		}

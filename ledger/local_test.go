@@ -146,3 +146,29 @@ func TestSettings(t *testing.T) {
 		t.Fatalf("agent_id = %q", got)
 	}
 }
+
+// TestLazyWritesSkipFsync: a provider's books (history, outbox) are lazy
+// writes and cost no fsync; a durable write costs one.
+func TestLazyWritesSkipFsync(t *testing.T) {
+	l := openAt(t, t.TempDir(), false)
+	j := node3.Job{ID: "lazy-1", Status: node3.StatusCompleted}
+	before := l.Syncs()
+	if err := l.EnqueueReport(ctx, j, node3.Report{JobID: j.ID, Kind: node3.ReportCompleted, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.RecordLocalJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Syncs() - before; got != 0 {
+		t.Fatalf("lazy writes made %d fsyncs, want 0", got)
+	}
+	if pending, err := l.PendingReports(ctx, 0); err != nil || len(pending) != 1 {
+		t.Fatalf("outbox after a lazy write: %v, %v", pending, err)
+	}
+	if err := l.SetSetting(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Syncs() - before; got != 1 {
+		t.Fatalf("a durable write made %d fsyncs, want 1", got)
+	}
+}

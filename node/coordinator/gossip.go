@@ -67,8 +67,11 @@ type pubQueue struct {
 	wake  chan struct{}
 }
 
-// DefaultBoardInterval is the least time between two posting batches.
-const DefaultBoardInterval = 10 * time.Millisecond
+// DefaultBoardInterval is the least time between two posting batches: a
+// board is for people and late joiners, and a tenth of a second is fresh
+// to them, while batches that far apart let a busy coordinator sign, and
+// every node forward and verify, one message for hundreds of changes.
+const DefaultBoardInterval = 100 * time.Millisecond
 
 type agentWant struct {
 	peer peer.ID
