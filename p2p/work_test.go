@@ -380,6 +380,22 @@ func TestWorkOneStreamPerPeer(t *testing.T) {
 	if len(acc) != 1 || acc[0] != secondAtCoord || len(opened) != 1 || opened[0] != second {
 		t.Fatalf("work conns %v %v", acc, opened)
 	}
+	// The connection is kept from the connection manager's trimming while
+	// a work stream lives, under the stream's own tag — the replaced
+	// stream's end released only its own — and released when it ends.
+	cm := func(n *Node) interface{ IsProtected(peer.ID, string) bool } { return n.host.ConnManager() }
+	if cm(prov).IsProtected(coord.ID(), first.protectTag) || !cm(prov).IsProtected(coord.ID(), second.protectTag) ||
+		!cm(coord).IsProtected(prov.ID(), secondAtCoord.protectTag) {
+		t.Fatal("the live work stream's connection is not protected from trimming, or the replaced one still is")
+	}
+	second.Close()
+	_ = waitDone(t, secondAtCoord, "second stream closed at coordinator")
+	if cm(prov).IsProtected(coord.ID(), second.protectTag) {
+		t.Fatal("the provider's connection is still protected after its work stream closed")
+	}
+	if cm(coord).IsProtected(prov.ID(), secondAtCoord.protectTag) {
+		t.Fatal("the coordinator's connection is still protected after the work stream closed")
+	}
 }
 
 // rawHost is a bare libp2p host that speaks the work protocol by hand.

@@ -83,6 +83,8 @@ type WorkConn struct {
 
 	sendMu   sync.Mutex
 	lastSent uint64 // capacity seq
+
+	protectTag string // the connection manager's protection while it lives
 }
 
 type workFrame struct {
@@ -99,6 +101,9 @@ type workState struct {
 	keeps   map[peer.ID]bool      // coordinators with a KeepWork loop
 	pen     penalties
 }
+
+// workProtectTag prefixes the connection manager tags of work streams.
+const workProtectTag = "node3-work-"
 
 // Peer is the authenticated remote peer.
 func (c *WorkConn) Peer() peer.ID { return c.remote }
@@ -210,6 +215,7 @@ func (c *WorkConn) closeWith(reason string, err error) {
 		c.err = err
 		c.mu.Unlock()
 		c.n.work.remove(c)
+		c.n.host.ConnManager().Unprotect(c.remote, c.protectTag)
 		c.n.metrics.workStreams.Dec()
 		c.n.metrics.workClosed.WithLabelValues(reason).Inc()
 		c.n.log.Debug("work stream closed", "peer", c.remote, "side", c.side(), "reason", reason, "err", err)
@@ -370,6 +376,12 @@ func (n *Node) startWork(s network.Stream, coord bool) (*WorkConn, error) {
 		in:     make(chan WorkMessage, workInboxSize),
 		done:   make(chan struct{}),
 	}
+	// A connection that carries a work stream is never trimmed by the
+	// connection manager: losing it gives back grants and stalls work. The
+	// tag is the stream's own, so a replaced stream's end does not
+	// unprotect its successor.
+	c.protectTag = fmt.Sprintf("%s%p", workProtectTag, c)
+	n.host.ConnManager().Protect(c.remote, c.protectTag)
 	n.metrics.workStreams.Inc()
 	if old := n.work.register(c); old != nil {
 		old.closeWith(workReasonReplaced, ErrWorkReplaced)
