@@ -179,6 +179,7 @@ func (n *Node) newP2PTransport(walletAddr string) provider.Transport {
 			Wallet:     walletAddr,
 			Version:    n.cfg.Version,
 			Logger:     n.log.With("role", "provider"),
+			Now:        n.cfg.Now,
 		})
 	}
 	return n.newGossipTransport(walletAddr)
@@ -241,8 +242,8 @@ func (n *Node) closeP2P() error {
 }
 
 // advertise publishes this provider's advert at start, every
-// AdvertInterval and soon after its free capacity changes (at most every
-// advertMinGap).
+// AdvertInterval and, with gossip claims, soon after its free capacity
+// changes (at most every advertMinGap).
 func (n *Node) advertise(ctx context.Context) {
 	const advertMinGap = time.Second
 	var last time.Time
@@ -289,13 +290,21 @@ func (n *Node) advertise(ctx context.Context) {
 	soon.Stop()
 	defer soon.Stop()
 	pending := false
+	// Under push dispatch an advert is for discovery only (capacity goes
+	// over the work streams): it is not re-sent when capacity changes,
+	// which on a busy network would be every provider, every second, to
+	// every node.
+	changed := n.prov.CapacityChanged()
+	if n.p2p.cfg.Push {
+		changed = nil
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 			publish()
-		case <-n.prov.CapacityChanged():
+		case <-changed:
 			if wait := advertMinGap - time.Since(last); wait > 0 {
 				if !pending {
 					pending = true

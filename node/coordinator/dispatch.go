@@ -51,7 +51,7 @@ const maxCommits = 64
 
 type dispatchMetrics struct {
 	grants   *prometheus.CounterVec
-	requeues prometheus.Counter
+	requeues *prometheus.CounterVec
 }
 
 // DispatchConfig configures push dispatch.
@@ -79,12 +79,12 @@ func NewDispatch(cfg DispatchConfig) *Dispatch {
 		metrics: dispatchMetrics{
 			grants: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "node3_coordinator_grants_total",
-				Help: "Jobs pushed to providers over work streams, by result (granted, acked, declined, failed).",
+				Help: "Jobs pushed to providers over work streams, by result (granted, acked, declined, failed, late: acked after it was given back).",
 			}, []string{"result"}),
-			requeues: prometheus.NewCounter(prometheus.CounterOpts{
+			requeues: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "node3_coordinator_grant_requeues_total",
-				Help: "Grants given back: declined, not acked in time, or the provider went away.",
-			}),
+				Help: "Grants given back, by reason: declined, not acked in time, or the provider went away.",
+			}, []string{"reason"}),
 		},
 	}
 	if cfg.Registerer != nil {
@@ -130,6 +130,16 @@ func (d *Dispatch) HandleWork(c *p2p.WorkConn) {
 			d.mu.Unlock()
 			if err == nil {
 				d.metrics.grants.WithLabelValues("acked").Inc()
+				continue
+			}
+			if node3.ErrorCode(err) != node3.CodeConflict {
+				continue // the job ended first: its report overtook the ack
+			}
+			// An ack after the grant was given back: the provider must
+			// not run it (it may run elsewhere already).
+			d.metrics.grants.WithLabelValues("late").Inc()
+			if err := c.SendRevoke(m.Ack.JobID, m.Ack.Attempt, "the grant was given back before its ack came"); err != nil {
+				d.log.Debug("revoking a late-acked grant", "job", m.Ack.JobID, "provider", id, "err", err)
 			}
 		case m.Decline != nil:
 			d.mu.Lock()
@@ -267,7 +277,7 @@ func (d *Dispatch) ackTimeout() time.Duration {
 // release puts given-back grants on the board again, their attempt not spent.
 func (d *Dispatch) release(ctx context.Context, requeues []schedule.Requeue) {
 	for _, rq := range requeues {
-		d.metrics.requeues.Inc()
+		d.metrics.requeues.WithLabelValues(rq.Reason).Inc()
 		_, err := d.led.Transition(context.WithoutCancel(ctx), rq.JobID, ledger.Event{
 			Kind: ledger.EvRelease, AgentID: rq.Provider, Attempt: rq.Attempt, Now: d.clock.Now(), Reason: rq.Reason,
 		})

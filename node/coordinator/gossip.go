@@ -99,11 +99,9 @@ type GossipConfig struct {
 	// BoardInterval is the least time between two batches of postings
 	// (default DefaultBoardInterval; negative: none).
 	BoardInterval time.Duration
-	// Clock times the batches (default: the real clock).
-	Clock      clockwork.Clock
-	Logger     *slog.Logger
-	Now        func() time.Time
-	Registerer prometheus.Registerer
+	Logger        *slog.Logger
+	Now           func() time.Time
+	Registerer    prometheus.Registerer
 }
 
 // NewGossip builds the coordinator's libp2p side. It follows the ledger's

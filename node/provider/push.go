@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -40,6 +41,7 @@ type pushGrant struct {
 	job     node3.Job
 	attempt int
 	gpus    []node3.GPU // the GPUs the coordinator assigned (Index, UUID)
+	ackBy   time.Time   // past it the coordinator has given the job back
 }
 
 // PushConfig configures the push transport.
@@ -52,12 +54,16 @@ type PushConfig struct {
 	Wallet     string
 	Version    string
 	Logger     *slog.Logger
+	Now        func() time.Time // default time.Now
 }
 
 // NewPush returns the push transport; Run opens its work streams.
 func NewPush(cfg PushConfig) *Push {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Push{
 		cfg: cfg, pn: cfg.Node, log: cfg.Logger, self: cfg.Node.ID().String(),
@@ -160,7 +166,7 @@ func (t *Push) serve(c *p2p.WorkConn) {
 				gpus[i] = node3.GPU{Index: r.Index, UUID: r.UUID}
 			}
 			t.mu.Lock()
-			t.grants[j.ID] = pushGrant{coord: coord, job: j, attempt: m.Grant.Attempt, gpus: gpus}
+			t.grants[j.ID] = pushGrant{coord: coord, job: j, attempt: m.Grant.Attempt, gpus: gpus, ackBy: m.Grant.AckBy}
 			t.queue = append(t.queue, j)
 			t.mu.Unlock()
 			t.remember(j.ID, coord)
@@ -239,6 +245,12 @@ func (t *Push) Accept(_ context.Context, jobID string) (node3.Job, error) {
 	g, c, ok := t.take(jobID)
 	if !ok {
 		return node3.Job{}, node3.Errorf(node3.CodeNotFound, "no grant of job %s waits here", jobID)
+	}
+	// A grant not acked by its deadline is the coordinator's again (it
+	// may already run elsewhere): starting it now would run it twice.
+	if !g.ackBy.IsZero() && t.cfg.Now().After(g.ackBy) {
+		t.log.Warn("a grant waited here past its ack deadline; not starting it", "job", jobID, "ack_by", g.ackBy)
+		return node3.Job{}, node3.Errorf(node3.CodeConflict, "the grant of job %s expired before it could start", jobID)
 	}
 	if c == nil {
 		return node3.Job{}, node3.Errorf(node3.CodeConflict, "the work stream of job %s's grant is gone", jobID)

@@ -413,9 +413,18 @@ func (s *Scheduler) Disconnect(id string) []Requeue {
 
 // Ack records that a provider took its grant: its capacity stays held
 // until the ledger ends or requeues the job.
+//
+// An ack of a grant given back (its deadline passed, its provider's
+// stream broke) is a CodeConflict error: the provider must not run the
+// job. An ack of a grant the scheduler no longer knows otherwise — the
+// job ended already, its report having overtaken the ack — is
+// CodeNotFound.
 func (s *Scheduler) Ack(jobID, providerID string) error {
 	h := s.grants[jobID]
 	if h == nil || h.agent != providerID {
+		if e := s.jobs[jobID]; e != nil && e.dropped.agent == providerID {
+			return node3.Errorf(node3.CodeConflict, "the grant of job %s to %s was given back before its ack came", truncate(jobID, 64), truncate(providerID, 64))
+		}
 		return node3.Errorf(node3.CodeNotFound, "no grant of job %s to %s waits for an ack", truncate(jobID, 64), truncate(providerID, 64))
 	}
 	if !h.committed {

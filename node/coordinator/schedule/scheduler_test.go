@@ -257,8 +257,11 @@ func TestMissingAckRequeues(t *testing.T) {
 	if len(rqs) != 1 || rqs[0].JobID != "j1" || rqs[0].Provider != "a" {
 		t.Fatalf("Tick at the deadline = %+v", rqs)
 	}
-	if err := w.s.Ack("j1", "a"); err == nil {
-		t.Fatal("a late ack was taken")
+	if err := w.s.Ack("j1", "a"); !isCode(err, node3.CodeConflict) {
+		t.Fatalf("a late ack: %v, want a conflict (the provider must not run it)", err)
+	}
+	if err := w.s.Ack("j1", "c"); !isCode(err, node3.CodeNotFound) {
+		t.Fatalf("an ack of a grant never made: %v, want not found", err)
 	}
 	w.requeue(rqs...)
 	if g := w.assign(); len(g) != 1 || g[0].Provider != "b" {
