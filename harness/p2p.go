@@ -99,6 +99,19 @@ func (nw *Network) p2pConfig(i int) *node.P2PConfig {
 	nw.p2p.mu.Lock()
 	defer nw.p2p.mu.Unlock()
 	if i == CoordinatorNode {
+		// The coordinator holds a connection to every provider (their
+		// work streams protect them from trimming): its water marks sit
+		// above that, or the connection manager keeps cutting its other
+		// connections, which are then dialled again.
+		providers := nw.cfg.Providers
+		c.Tune = func(pc *p2p.Config) {
+			pc.Gater = g
+			pc.ReconnectMin = 100 * time.Millisecond
+			pc.ReconnectMax = time.Second
+			pc.BootstrapTimeout = 5 * time.Second
+			pc.DialTimeout = 5 * time.Second
+			pc.ConnLow, pc.ConnHigh = 8+providers, 64+providers
+		}
 		if len(nw.p2p.coordAddrs) > 0 {
 			c.ListenAddrs = nw.p2p.coordAddrs
 		}

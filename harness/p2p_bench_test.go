@@ -38,7 +38,7 @@ func startBenchNetwork(b *testing.B, cfg Config) (*Network, context.Context) {
 		nw.Close()
 		stop()
 	})
-	ctx, cancel := context.WithTimeout(nodesCtx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(nodesCtx, 2*time.Minute+time.Duration(cfg.Providers)*6*time.Second)
 	b.Cleanup(cancel)
 	if err := nw.WaitRegistered(ctx); err != nil {
 		b.Fatal(err)

@@ -396,7 +396,12 @@ func counter(reg prometheus.Gatherer, name, label, value string) float64 {
 	return sum
 }
 
+// hasLabel reports whether m has the label name=value; every metric has
+// the empty label.
 func hasLabel(m *dto.Metric, name, value string) bool {
+	if name == "" {
+		return true
+	}
 	for _, l := range m.Label {
 		if l.GetName() == name && strings.EqualFold(l.GetValue(), value) {
 			return true
