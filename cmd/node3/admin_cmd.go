@@ -54,7 +54,7 @@ func newAdminCmd() *cobra.Command {
 	bindEnv(pf, "marketplace-url", "MARKETPLACE_URL")
 	bindEnv(pf, "admin-key", "ADMIN_API_KEY")
 	cmd.AddCommand(newCreateJobCmd(&a), newStatsCmd(&a), newJobsCmd(&a), newCancelCmd(&a), newPaymentsCmd(&a),
-		newWalletInfoCmd(&a), newFundWalletCmd(&a), newReconcileCmd(&a))
+		newWalletInfoCmd(&a), newFundWalletCmd(&a), newReconcileCmd(&a), newLoadCmd(&a))
 	return cmd
 }
 
