@@ -110,6 +110,7 @@ func noopLoad(ctx context.Context, b *testing.B, nw *Network) {
 	b.ReportMetric(float64(reqs-reqs0)/float64(max(batches-batches0, 1)), "writes/commit")
 	b.ReportMetric(float64(reqs-reqs0)/float64(b.N), "writes/job")
 	b.ReportMetric(float64(led.Syncs()-syncs0)/float64(b.N), "fsyncs/job")
+	reportIdle(b)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "jobs/s")
 	// CPU of every node in the process per job, and how busy the
 	// machine's cores were: a run near all cores is CPU-bound.

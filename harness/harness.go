@@ -58,7 +58,10 @@ type Config struct {
 	P2PNetwork string
 	// Push (with P2P) dispatches at the coordinator over work streams
 	// instead of gossiped postings and claims.
-	Push           bool
+	Push bool
+	// Board makes push-dispatch providers follow the public board over
+	// gossip (node.P2PConfig.Board); without, they fetch it when asked.
+	Board          bool
 	AdvertInterval time.Duration // providers' advert period (default 5 s, as for any node)
 
 	AllowCommands bool

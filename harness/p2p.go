@@ -79,12 +79,17 @@ func (nw *Network) p2pConfig(i int) *node.P2PConfig {
 		return nil
 	}
 	g := nw.p2p.gater(i)
+	var sync time.Duration // push dispatch's default
+	if !nw.cfg.Push {
+		sync = 10 * time.Second // gossip claims: a lost posting is found sooner
+	}
 	c := &node.P2PConfig{
+		SyncInterval:   sync,
 		Network:        nw.p2p.network,
 		ListenAddrs:    []string{"/ip4/127.0.0.1/tcp/0"},
 		AdvertInterval: nw.cfg.AdvertInterval,
-		SyncInterval:   10 * time.Second,
 		Push:           nw.cfg.Push,
+		Board:          nw.cfg.Board,
 		Tune: func(pc *p2p.Config) {
 			pc.Gater = g
 			pc.ReconnectMin = 100 * time.Millisecond
@@ -248,18 +253,26 @@ func (nw *Network) Heal(ctx context.Context) error {
 }
 
 // waitP2P waits until the coordinator is connected to every running
-// provider, sees it on the jobs topic (so a posting reaches it at once)
-// and has recorded its agent.
+// provider, sees it on the jobs topic (so a posting reaches it at once) —
+// or, under push dispatch, holds its work stream, and the provider is on
+// the topic only if it follows the board — and has recorded its agent.
 func (nw *Network) waitP2P(ctx context.Context) error {
 	topic := p2p.JobsTopic(nw.p2p.network)
+	followsBoard := !nw.cfg.Push || nw.cfg.Board
 	return poll(ctx, 10*time.Millisecond, func() (bool, error) {
 		c := nw.Coordinator()
 		if c == nil {
 			return false, nil
 		}
-		onTopic := map[peer.ID]bool{}
+		ready := map[peer.ID]bool{} // on the topic, or holding a work stream
 		for _, p := range c.P2P().TopicPeers(topic) {
-			onTopic[p] = true
+			ready[p] = true
+		}
+		if !followsBoard {
+			accepted, _ := c.P2P().WorkConns()
+			for _, w := range accepted {
+				ready[w.Peer()] = true // reachable for work
+			}
 		}
 		nw.mu.Lock()
 		provs := append([]*node.Node(nil), nw.providers...)
@@ -269,10 +282,10 @@ func (nw *Network) waitP2P(ctx context.Context) error {
 				continue
 			}
 			id := p.PeerID()
-			if !onTopic[id] {
+			if !ready[id] {
 				return false, nil
 			}
-			if len(p.P2P().TopicPeers(topic)) == 0 {
+			if followsBoard && len(p.P2P().TopicPeers(topic)) == 0 {
 				return false, nil
 			}
 			if _, err := c.Ledger().Agent(ctx, id.String()); err != nil {

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"testing"
@@ -46,8 +47,36 @@ func startBenchNetwork(b *testing.B, cfg Config) (*Network, context.Context) {
 	// Let the start-up work (DHT provider records and routing table
 	// refreshes, first adverts) settle: the benchmarks measure a network
 	// at work, not one booting.
-	time.Sleep(2*time.Second + time.Duration(cfg.Providers)*100*time.Millisecond)
+	idleCores.Store(b, settle())
 	return nw, ctx
+}
+
+// idleCores holds, per benchmark, what its network cost at rest (settle),
+// for the benchmark to report after ResetTimer (which drops metrics).
+var idleCores sync.Map
+
+func reportIdle(b *testing.B) {
+	if v, ok := idleCores.LoadAndDelete(b); ok {
+		b.ReportMetric(v.(float64), "idle-cores")
+	}
+}
+
+// settle waits until the process's CPU use over a second falls below a
+// fifth of a core, or stops falling, or 90 s pass; it returns the last
+// second's use, in cores (what the network costs at rest).
+func settle() float64 {
+	const quiet = 0.2
+	deadline := time.Now().Add(90 * time.Second)
+	last := math.Inf(1)
+	for {
+		c0, t0 := cpuTime(), time.Now()
+		time.Sleep(time.Second)
+		use := (cpuTime() - c0).Seconds() / time.Since(t0).Seconds()
+		if use < quiet || use > last*0.9 || time.Now().After(deadline) {
+			return use
+		}
+		last = use
+	}
 }
 
 // BenchmarkP2PPostingReceived measures how long a job posting takes from
@@ -101,6 +130,7 @@ func BenchmarkP2PPostingReceived(b *testing.B) {
 				b.Fatalf("not every node received every posting (%d samples of %d): %v", len(lat), b.N*(nodes-1), err)
 			}
 			b.StopTimer()
+			reportIdle(b)
 			mu.Lock()
 			defer mu.Unlock()
 			b.ReportMetric(ms(pct(lat, 50)), "p50-recv-ms")
@@ -127,7 +157,8 @@ func BenchmarkPushDispatch(b *testing.B) { dispatchBench(b, true) }
 func dispatchBench(b *testing.B, push bool) {
 	for _, providers := range []int{10, 50} {
 		b.Run(fmt.Sprintf("providers=%d", providers), func(b *testing.B) {
-			nw, ctx := startBenchNetwork(b, Config{Providers: providers, Slots: 8, Push: push})
+			// The providers follow the board, so provider 0 sees postings.
+			nw, ctx := startBenchNetwork(b, Config{Providers: providers, Slots: 8, Push: push, Board: true})
 			type seen struct{ issued, received time.Time }
 			var issued sync.Map // job id → seen
 			nw.Provider(0).P2P().OnJobPosting(func(p p2p.JobPosting, _ peer.ID) {
@@ -157,6 +188,7 @@ func dispatchBench(b *testing.B, push bool) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
+			reportIdle(b)
 			var grant, create, recv []time.Duration
 			for _, j := range jobs {
 				create = append(create, j.AcceptedAt.Sub(j.CreatedAt))

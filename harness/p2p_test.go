@@ -2,6 +2,8 @@ package harness
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -408,4 +410,40 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 		}
 	}
 	return false
+}
+
+// TestPushBoardOnDemand: under push dispatch a provider stays off the
+// jobs topic (its work comes over its work stream), yet its node API's
+// marketplace view lists the open board, fetched from the coordinator
+// when asked; with Board it follows the topic.
+func TestPushBoardOnDemand(t *testing.T) {
+	for _, board := range []bool{false, true} {
+		t.Run(fmt.Sprintf("board=%v", board), func(t *testing.T) {
+			nw := startNetwork(t, Config{Providers: 1, P2P: true, Push: true, Board: board})
+			ctx := timeout(t, 30*time.Second)
+			ids, err := nw.SubmitN(ctx, 3, httpapi.CreateJobRequest{JobType: "noop", Reward: reward("0.000001"), RequiresGPU: true, GPUModel: "no-such-gpu"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			prov := nw.Provider(0)
+			onTopic := slices.Contains(nw.Coordinator().P2P().TopicPeers(p2p.JobsTopic(nw.P2PNetwork())), prov.PeerID())
+			if !board && onTopic {
+				t.Fatal("a push provider without Board is on the jobs topic")
+			}
+			var open []node3.Job
+			if err := poll(ctx, 5*time.Millisecond, func() (bool, error) {
+				open, err = prov.MarketplaceJobs(ctx)
+				return len(open) == len(ids), err
+			}); err != nil {
+				t.Fatalf("the provider's marketplace lists %d jobs (%v), want %d", len(open), err, len(ids))
+			}
+			if board {
+				if err := poll(ctx, 5*time.Millisecond, func() (bool, error) {
+					return slices.Contains(nw.Coordinator().P2P().TopicPeers(p2p.JobsTopic(nw.P2PNetwork())), prov.PeerID()), nil
+				}); err != nil {
+					t.Fatal("a provider with Board never joined the jobs topic")
+				}
+			}
+		})
+	}
 }

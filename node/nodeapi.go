@@ -102,7 +102,7 @@ func (n *Node) MarketplaceJobs(ctx context.Context) ([]node3.Job, error) {
 		return n.coord.Jobs(ctx, node3.StatusAvailable, 100)
 	}
 	if n.p2p != nil && n.p2p.gossip != nil {
-		return n.gossipJobs(), nil // the board as gossip and sync told it
+		return n.gossipJobs(ctx), nil // the board as gossip and sync told it
 	}
 	return n.client.MarketplaceJobs(ctx)
 }

@@ -38,13 +38,16 @@ type P2PConfig struct {
 	// (and is not a coordinator itself) takes no jobs over libp2p.
 	TrustedCoordinators []peer.ID
 	// AdvertInterval is how often a provider re-sends its advert (default
-	// 5 s; it is also sent when its free capacity changes). AdvertTTL is
-	// how long an advert stays valid (default 3 intervals, at least 15 s).
+	// 5 s, and with gossip claims it is also sent when its free capacity
+	// changes; under push dispatch, where an advert is for discovery only,
+	// 30 s). AdvertTTL is how long an advert stays valid (default 3
+	// intervals, at least 15 s).
 	AdvertInterval time.Duration
 	AdvertTTL      time.Duration
 	// SyncInterval is how often a provider re-fetches the open board from
-	// its coordinators, in case gossip lost a posting (default 30 s; it
-	// also syncs whenever it (re)connects to one).
+	// its coordinators, in case gossip lost a posting (default 30 s; under
+	// push dispatch, where the board is for show, 5 min; it also syncs
+	// whenever it (re)connects to one).
 	SyncInterval time.Duration
 	// PriceFloor is the least reward this provider advertises it takes.
 	PriceFloor node3.Lamports
@@ -53,6 +56,14 @@ type P2PConfig struct {
 	// them, instead of claiming gossiped postings. Coordinator and
 	// providers must agree.
 	Push bool
+	// Board makes a push-dispatch provider follow the public board over
+	// gossip (receive, check and relay every posting), so its node API's
+	// marketplace view is live. Without it, such a provider stays off the
+	// jobs topic — its work comes over its work streams — and fetches the
+	// open board from its coordinators when that view is asked for. Other
+	// nodes (coordinators, gossip-claim providers, observers) always
+	// follow the board.
+	Board bool
 	// PublishQueue bounds the coordinator's queue of job changes waiting
 	// to be published (default 4096); past it the oldest are dropped.
 	PublishQueue int
@@ -67,6 +78,9 @@ func (c P2PConfig) withDefaults() P2PConfig {
 	}
 	if c.AdvertInterval <= 0 {
 		c.AdvertInterval = 5 * time.Second
+		if c.Push {
+			c.AdvertInterval = 30 * time.Second
+		}
 	}
 	if c.AdvertTTL <= 0 {
 		c.AdvertTTL = max(3*c.AdvertInterval, 15*time.Second)
@@ -74,6 +88,9 @@ func (c P2PConfig) withDefaults() P2PConfig {
 	c.AdvertTTL = min(c.AdvertTTL, p2p.MaxAdvertTTL)
 	if c.SyncInterval <= 0 {
 		c.SyncInterval = 30 * time.Second
+		if c.Push {
+			c.SyncInterval = 5 * time.Minute
+		}
 	}
 	if c.PublishQueue <= 0 {
 		c.PublishQueue = 4096
@@ -94,7 +111,9 @@ type p2pNode struct {
 	// boardOnly: gossip keeps the public board; the provider's work
 	// comes by push, so the node runs the board's sync itself.
 	boardOnly bool
-	gossip    *provider.Gossip // nil unless the provider takes jobs over libp2p
+	// noBoard: off the jobs topic; the board is synced when asked for.
+	noBoard bool
+	gossip  *provider.Gossip // nil unless the provider takes jobs over libp2p
 }
 
 // setupP2P starts the libp2p host (it binds its ports and reaches its
@@ -113,6 +132,7 @@ func (n *Node) setupP2P(ctx context.Context) error {
 		Registerer:          n.reg,
 		Clock:               n.cfg.Now,
 		UserAgent:           "node3/" + n.cfg.Version,
+		NoBoard:             n.boardOnDemand(c),
 	}
 	if c.Tune != nil {
 		c.Tune(&pc)
@@ -121,7 +141,7 @@ func (n *Node) setupP2P(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: p2p: %w", err)
 	}
-	n.p2p = &p2pNode{cfg: c, pn: pn, log: n.log.With("component", "p2p"), table: newProviderTable()}
+	n.p2p = &p2pNode{cfg: c, pn: pn, log: n.log.With("component", "p2p"), table: newProviderTable(), noBoard: pc.NoBoard}
 	if n.coord != nil {
 		n.p2p.coord = coordinator.NewGossip(coordinator.GossipConfig{
 			Coordinator:  n.coord,
@@ -149,6 +169,13 @@ func (n *Node) setupP2P(ctx context.Context) error {
 		}
 	})
 	return nil
+}
+
+// boardOnDemand reports whether this node stays off the jobs topic and
+// fetches the open board from its coordinators when asked (see
+// P2PConfig.Board).
+func (n *Node) boardOnDemand(c P2PConfig) bool {
+	return c.Push && !c.Board && !n.cfg.Coordinator && n.cfg.Provider
 }
 
 // useGossip reports whether this node's provider takes jobs over libp2p:
@@ -378,9 +405,17 @@ func (n *Node) p2pStatus() *httpapi.P2PStatus {
 }
 
 // gossipJobs lists the open jobs this provider heard of, oldest first.
-func (n *Node) gossipJobs() []node3.Job {
+func (n *Node) gossipJobs(ctx context.Context) []node3.Job {
+	if n.p2p.noBoard {
+		// Off the jobs topic: the board is only as fresh as its last sync.
+		n.p2p.gossip.Refresh(ctx, boardMaxAge)
+	}
 	return n.p2p.gossip.OpenJobs(n.cfg.Now(), 100)
 }
+
+// boardMaxAge is how old the open board of a node off the jobs topic may
+// be when its marketplace view is asked for.
+const boardMaxAge = 2 * time.Second
 
 // gossipAgents lists the providers whose adverts this node holds.
 func (n *Node) gossipAgents() []httpapi.AgentView {

@@ -66,6 +66,11 @@ type Config struct {
 	TrustedCoordinators []peer.ID
 	TrustFunc           func(peer.ID) bool
 
+	// NoBoard leaves this node off the jobs topic: it neither receives nor
+	// relays the public board (a push-dispatch provider that shows none;
+	// it can still fetch the open board over a sync stream). It can still
+	// publish postings.
+	NoBoard bool
 	// OnJobPosting and OnAdvert, if set, receive every accepted message
 	// from other peers, from the moment the node subscribes (before
 	// bootstrapping). More handlers can be added with the On… methods.

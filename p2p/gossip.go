@@ -123,15 +123,18 @@ func (n *Node) startGossip(whitelist []*net.IPNet) error {
 	if n.provTopic, err = n.ps.Join(providers); err != nil {
 		return fmt.Errorf("join %s: %w", providers, err)
 	}
-	// Every node subscribes to both topics: subscribers form the mesh and
-	// forward messages, whether or not anyone consumes them here.
-	if n.jobsSub, err = n.jobsTopic.Subscribe(pubsub.WithBufferSize(subscriptionQueue)); err != nil {
-		return fmt.Errorf("subscribe %s: %w", jobs, err)
+	// Every node subscribes to both topics (subscribers form the mesh and
+	// forward messages, whether or not anyone consumes them here), except
+	// that one with NoBoard stays off the jobs topic.
+	if !n.cfg.NoBoard {
+		if n.jobsSub, err = n.jobsTopic.Subscribe(pubsub.WithBufferSize(subscriptionQueue)); err != nil {
+			return fmt.Errorf("subscribe %s: %w", jobs, err)
+		}
+		n.goSafe(func() { readLoop(n, n.jobsSub, &n.jobHandlers) })
 	}
 	if n.provSub, err = n.provTopic.Subscribe(pubsub.WithBufferSize(subscriptionQueue)); err != nil {
 		return fmt.Errorf("subscribe %s: %w", providers, err)
 	}
-	n.goSafe(func() { readLoop(n, n.jobsSub, &n.jobHandlers) })
 	n.goSafe(func() { readLoop(n, n.provSub, &n.advertHandlers) })
 	return nil
 }

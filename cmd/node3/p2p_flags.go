@@ -26,6 +26,7 @@ type p2pFlags struct {
 	bootstrapFile string
 	trust         []string
 	push          bool
+	board         bool
 }
 
 func addP2PFlags(fs *pflag.FlagSet, f *p2pFlags) {
@@ -36,7 +37,9 @@ func addP2PFlags(fs *pflag.FlagSet, f *p2pFlags) {
 	fs.StringVar(&f.bootstrapFile, "bootstrap-file", "", "file of bootstrap multiaddrs, one a line, # comments (default <data-dir>/bootstrap.txt, else ./bootstrap.txt, if present)")
 	fs.StringSliceVar(&f.trust, "trust-coordinator", nil, "peer ID of a coordinator whose job postings this provider acts on (repeatable)")
 	fs.BoolVar(&f.push, "push", true, "the coordinator assigns each job and pushes it over the provider's work stream (false: providers claim gossiped postings); coordinator and providers must agree")
+	fs.BoolVar(&f.board, "board", false, "with --push, a provider also follows the public job board over gossip, so its node API's marketplace view is live (without, it fetches the open board from its coordinator when that view is asked for)")
 	bindEnv(fs, "push", "NODE3_PUSH")
+	bindEnv(fs, "board", "NODE3_BOARD")
 	bindEnv(fs, "p2p-port", "NODE3_P2P_PORT")
 	bindEnv(fs, "network", "NODE3_NETWORK")
 	bindEnv(fs, "bootstrap", "NODE3_BOOTSTRAP")
@@ -58,7 +61,7 @@ func (f p2pFlags) config(dataDir string) (*node.P2PConfig, error) {
 	if err := checkPort("p2p-port", f.port); err != nil {
 		return nil, err
 	}
-	c := &node.P2PConfig{Network: f.network, ListenAddrs: listenAddrs(f.port), Push: f.push}
+	c := &node.P2PConfig{Network: f.network, ListenAddrs: listenAddrs(f.port), Push: f.push, Board: f.board}
 	if _, err := p2p.ParseBootstrapAddrs(f.bootstrap); err != nil {
 		return nil, fmt.Errorf("--bootstrap: %w", err)
 	}

@@ -46,6 +46,9 @@ type Gossip struct {
 	// limit of the claim protocol (16).
 	claims chan struct{}
 
+	refreshMu sync.Mutex // one Refresh at a time
+	synced    time.Time  // when the last sync (with any coordinator) began; under mu
+
 	*reporter // heartbeats and reports over streams
 }
 
@@ -578,9 +581,29 @@ func (t *Gossip) syncWith(ctx context.Context, c peer.ID) error {
 			delete(t.board, id)
 		}
 	}
+	t.synced = began
 	t.mu.Unlock()
 	t.log.Debug("synced the open board", "coordinator", c, "open", len(listed))
 	return nil
+}
+
+// Refresh syncs the open board from the trusted coordinators unless the
+// last sync is younger than maxAge (one sync at a time; callers that
+// arrive during one share it). For a node off the jobs topic, whose board
+// only syncs keep.
+func (t *Gossip) Refresh(ctx context.Context, maxAge time.Duration) {
+	t.refreshMu.Lock()
+	defer t.refreshMu.Unlock()
+	t.mu.Lock()
+	synced := t.synced
+	t.mu.Unlock()
+	if !synced.IsZero() && t.cfg.Now().Sub(synced) < maxAge {
+		return
+	}
+	if err := t.syncAll(ctx); err != nil {
+		t.log.Debug("refreshing the open board", "err", err)
+		return
+	}
 }
 
 // OpenJobs lists up to limit open jobs, oldest first.
