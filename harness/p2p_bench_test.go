@@ -189,9 +189,10 @@ func dispatchBench(b *testing.B, push bool) {
 			}
 			b.StopTimer()
 			reportIdle(b)
-			var grant, create, recv []time.Duration
+			var grant, create, done, recv []time.Duration
 			for _, j := range jobs {
 				create = append(create, j.AcceptedAt.Sub(j.CreatedAt))
+				done = append(done, j.FinishedAt.Sub(j.CreatedAt))
 				if t, ok := issued.Load(j.ID); ok {
 					grant = append(grant, j.AcceptedAt.Sub(t.(seen).issued))
 					recv = append(recv, t.(seen).received.Sub(t.(seen).issued))
@@ -203,6 +204,8 @@ func dispatchBench(b *testing.B, push bool) {
 			b.ReportMetric(ms(pct(grant, 99)), "p99-post→grant-ms")
 			b.ReportMetric(ms(pct(create, 50)), "p50-create→grant-ms")
 			b.ReportMetric(ms(pct(create, 99)), "p99-create→grant-ms")
+			b.ReportMetric(ms(pct(done, 50)), "p50-create→completed-ms")
+			b.ReportMetric(ms(pct(done, 99)), "p99-create→completed-ms")
 		})
 	}
 }
