@@ -37,6 +37,9 @@ type Event struct {
 	// Wallet (accept) is where this attempt's reward goes; empty: the
 	// provider's registered wallet. The caller validates it.
 	Wallet string
+	// GPUs (accept) are the GPUs the accepting agent has: a job that
+	// needs GPUs they do not meet is refused (CodeForbidden).
+	GPUs []node3.GPU
 	// Backoff (a retryable fail) keeps the failing provider from taking
 	// the job again for this long, so others get it first and no provider
 	// can spend every attempt; 0 bars nobody.
@@ -117,6 +120,8 @@ func accept(j node3.Job, ev Event) (node3.Job, bool, error) {
 		return j, false, node3.Errorf(node3.CodeConflict, "job %s has expired", j.ID)
 	case j.Attempt >= j.MaxAttempts:
 		return j, false, node3.Errorf(node3.CodeConflict, "job %s has used all %d attempts", j.ID, j.MaxAttempts)
+	case !j.Requirements.MatchedBy(ev.GPUs):
+		return j, false, node3.Errorf(node3.CodeForbidden, "job %s needs GPUs this agent does not have", j.ID)
 	}
 	if until := j.BarredUntil(ev.AgentID, ev.Now); !until.IsZero() {
 		return j, false, node3.Errorf(node3.CodeConflict, "job %s failed on this provider; others may take it until %s", j.ID, until.UTC().Format(time.RFC3339))

@@ -418,6 +418,19 @@ func TestApplyAcceptLimits(t *testing.T) {
 
 	_, _, err := Apply(fixture("available"), acceptEv("", tNow))
 	wantCode(t, "accept with no agent", err, node3.CodeInvalid)
+
+	// A job that needs a GPU goes only to an agent whose GPUs meet it.
+	g := fixture("available")
+	g.Requirements = node3.Requirements{GPU: true, MinGPUMemory: 40 << 30}
+	_, _, err = Apply(g, acceptEv(holder, tNow))
+	wantCode(t, "GPU job, agent without GPUs", err, node3.CodeForbidden)
+	small := acceptEv(holder, tNow)
+	small.GPUs = []node3.GPU{{Index: 0, Vendor: "NVIDIA", Model: "T4", MemoryBytes: 16 << 30}}
+	_, _, err = Apply(g, small)
+	wantCode(t, "GPU job, agent with too little memory", err, node3.CodeForbidden)
+	big := acceptEv(holder, tNow)
+	big.GPUs = []node3.GPU{{Index: 0, Vendor: "NVIDIA", Model: "A100", MemoryBytes: 80 << 30}}
+	step(t, g, big, to(node3.StatusAccepted))
 	_, _, err = Apply(fixture("available"), Event{Kind: "steal", AgentID: holder, Now: tNow})
 	wantCode(t, "unknown event", err, node3.CodeInvalid)
 	_, _, err = Apply(fixture("available"), Event{Kind: EvComplete, Now: tNow})

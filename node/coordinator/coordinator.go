@@ -339,9 +339,6 @@ func (c *Coordinator) Accept(ctx context.Context, a node3.Agent, jobID, wallet s
 	if err != nil {
 		return j, err
 	}
-	if !j.Requirements.MatchedBy(a.GPUs) {
-		return node3.Job{}, node3.Errorf(node3.CodeForbidden, "job %s needs GPUs this agent did not register", j.ID)
-	}
 	if _, peer := p2p.AgentPeer(a.ID); !peer && !(j.Status.Leased() && j.AgentID == a.ID) {
 		// libp2p providers announce their capacity on their own streams
 		// (the dispatch issue); HTTP agents declared theirs at registration.
@@ -352,7 +349,7 @@ func (c *Coordinator) Accept(ctx context.Context, a node3.Agent, jobID, wallet s
 			return node3.Job{}, node3.Errorf(node3.CodeConflict, "this agent holds %d jobs, its declared capacity: finish one first", held)
 		}
 	}
-	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvAccept, AgentID: a.ID, Lease: c.cfg.Lease, Wallet: wallet})
+	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvAccept, AgentID: a.ID, Lease: c.cfg.Lease, Wallet: wallet, GPUs: a.GPUs})
 }
 
 func (c *Coordinator) transition(ctx context.Context, jobID string, ev ledger.Event) (node3.Job, error) {

@@ -32,6 +32,9 @@ var (
 func TestSchedulerProperties(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		w := newWorld(rt, Config{AckTimeout: 2 * time.Second, OfferTTL: time.Second, ReofferAfter: 250 * time.Millisecond, DeclineBar: time.Second})
+		for _, a := range propAgents {
+			w.registerGPUs(a)
+		}
 		next := 0
 		var uncommitted []Grant      // granted, the accept not yet committed
 		pending := func() []string { // committed grants waiting for an answer

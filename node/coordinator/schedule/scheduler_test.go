@@ -400,6 +400,7 @@ func TestRESTAcceptBeatsGrant(t *testing.T) {
 func TestOfferSemantics(t *testing.T) {
 	w := newWorld(t, Config{OfferTTL: 2 * time.Second, ReofferAfter: 250 * time.Millisecond})
 	a := node3.Agent{ID: "rest", Slots: 2, GPUs: []node3.GPU{{Index: 0, Vendor: "NVIDIA", Model: "A100", MemoryBytes: 80 * gib}}}
+	w.registerGPUs(a)
 	g := node3.Requirements{GPU: true}
 	w.add(mkJob("j1", 1000, g), mkJob("j2", 1000, g), mkJob("j3", 1000, node3.Requirements{}), mkJob("j4", 1000, node3.Requirements{}), mkJob("j5", 1000, node3.Requirements{}))
 	ids := func(js []node3.Job) (out []string) {
@@ -645,6 +646,7 @@ func TestGrantSettlesByCommit(t *testing.T) {
 func TestLeasesFromBeforeConnect(t *testing.T) {
 	w := newWorld(t, Config{})
 	w.add(mkJob("j1", 1000, node3.Requirements{GPU: true}), mkJob("j2", 1000, node3.Requirements{}), mkJob("j3", 1000, node3.Requirements{GPU: true}))
+	w.registerGPUs(node3.Agent{ID: "a", GPUs: gpus("a", 1, 80*gib)}) // its ledger agent, from before the restart
 	for _, id := range []string{"j1", "j2"} {
 		if err := w.accept(id, "a"); err != nil {
 			t.Fatal(err)

@@ -17,10 +17,11 @@ const gib = 1 << 30
 // change is fed to Observe in order, and grants committed with the
 // ledger's accept before anyone may ack them.
 type world struct {
-	t   tb
-	s   *Scheduler
-	led map[string]node3.Job
-	now time.Time
+	t    tb
+	s    *Scheduler
+	led  map[string]node3.Job
+	now  time.Time
+	gpus map[string][]node3.GPU // each agent's GPUs, as its ledger agent has them
 }
 
 // tb is what the world needs of a *testing.T or a *rapid.T.
@@ -30,7 +31,7 @@ type tb interface {
 }
 
 func newWorld(t tb, cfg Config) *world {
-	return &world{t: t, s: New(cfg), led: make(map[string]node3.Job), now: t0}
+	return &world{t: t, s: New(cfg), led: make(map[string]node3.Job), now: t0, gpus: make(map[string][]node3.GPU)}
 }
 
 // mkJob returns an available job; r may ask for GPUs.
@@ -82,9 +83,15 @@ func (w *world) apply(id string, ev ledger.Event) error {
 	return nil
 }
 
+// accept is the ledger's accept by agent, with the GPUs it has (those it
+// connected with, or registered: see registerGPUs).
 func (w *world) accept(id, agent string) error {
-	return w.apply(id, ledger.Event{Kind: ledger.EvAccept, AgentID: agent, Lease: 30 * time.Second})
+	return w.apply(id, ledger.Event{Kind: ledger.EvAccept, AgentID: agent, Lease: 30 * time.Second, GPUs: w.gpus[agent]})
 }
+
+// registerGPUs records the GPUs of a polling agent, as its registration
+// would.
+func (w *world) registerGPUs(a node3.Agent) { w.gpus[a.ID] = a.GPUs }
 
 // assign runs Assign and commits each grant as the coordinator would,
 // aborting those whose accept fails.
@@ -127,6 +134,7 @@ func (w *world) connect(id string, c Capacity) {
 	if err := w.s.Connect(id, c); err != nil {
 		w.t.Fatalf("connect %s: %v", id, err)
 	}
+	w.gpus[id] = c.GPUs
 }
 
 func (w *world) holder(id string) string {
