@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -105,7 +103,7 @@ type p2pNode struct {
 	cfg   P2PConfig
 	pn    *p2p.Node
 	log   *slog.Logger
-	table *providerTable
+	table *p2p.AdvertTable
 	coord *coordinator.Gossip   // nil unless the node is a coordinator
 	push  *coordinator.Dispatch // the coordinator's push dispatch (Push)
 	// boardOnly: gossip keeps the public board; the provider's work
@@ -141,13 +139,13 @@ func (n *Node) setupP2P(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: p2p: %w", err)
 	}
-	n.p2p = &p2pNode{cfg: c, pn: pn, log: n.log.With("component", "p2p"), table: newProviderTable(), noBoard: pc.NoBoard}
+	n.p2p = &p2pNode{cfg: c, pn: pn, log: n.log.With("component", "p2p"), table: p2p.NewAdvertTable(), noBoard: pc.NoBoard}
 	if n.coord != nil {
 		n.p2p.coord = coordinator.NewGossip(coordinator.GossipConfig{
 			Coordinator:  n.coord,
 			Ledger:       n.led,
 			Node:         pn,
-			Advert:       n.p2p.table.get,
+			Advert:       n.p2p.table.Get,
 			PublishQueue: c.PublishQueue,
 			Logger:       n.log.With("role", "coordinator"),
 			Now:          n.cfg.Now,
@@ -163,7 +161,7 @@ func (n *Node) setupP2P(ctx context.Context) error {
 		})
 	}
 	pn.OnAdvert(func(a p2p.ProviderAdvert, from peer.ID) {
-		n.p2p.table.put(a, n.cfg.Now())
+		n.p2p.table.Put(a, n.cfg.Now())
 		if n.p2p.coord != nil {
 			n.p2p.coord.OnAdvert(a, from)
 		}
@@ -223,7 +221,7 @@ func (n *Node) newGossipTransport(walletAddr string) *provider.Gossip {
 		GPUs:        n.gpus,
 		Wallet:      walletAddr,
 		SyncEvery:   n.p2p.cfg.SyncInterval,
-		Rivals:      n.p2p.table.rivals,
+		Rivals:      provider.RivalsOf(n.p2p.table),
 		Logger:      n.log.With("role", "provider"),
 		Now:         n.cfg.Now,
 		MaxBoardLen: 100_000,
@@ -257,7 +255,14 @@ func (n *Node) startP2P(ctx context.Context) {
 	}
 	if n.prov != nil {
 		pn.Advertise(ctx, pn.Namespace(p2p.RoleProviders))
-		n.goRun(func() { n.advertise(ctx) })
+		cfg := provider.AdvertiserConfig{
+			Node: pn, Table: n.p2p.table,
+			Free: n.prov.FreeSlots, Changed: n.prov.CapacityChanged(),
+			GPUs: n.gpus, PriceFloor: n.p2p.cfg.PriceFloor, Wallet: n.wallet.Address().String(), Version: n.cfg.Version,
+			Interval: n.p2p.cfg.AdvertInterval, TTL: n.p2p.cfg.AdvertTTL, Push: n.p2p.cfg.Push,
+			Now: n.cfg.Now, Logger: n.log.With("role", "provider"),
+		}
+		n.goRun(func() { provider.RunAdvertiser(ctx, cfg) })
 	}
 }
 
@@ -267,87 +272,6 @@ func (n *Node) closeP2P() error {
 	}
 	return n.p2p.pn.Close()
 }
-
-// advertise publishes this provider's advert at start, every
-// AdvertInterval and, with gossip claims, soon after its free capacity
-// changes (at most every advertMinGap).
-func (n *Node) advertise(ctx context.Context) {
-	const advertMinGap = time.Second
-	var last time.Time
-	publish := func() {
-		free := n.prov.FreeSlots()
-		a := p2p.ProviderAdvert{
-			GPUs:            n.gpus,
-			FreeSlots:       min(free, 1024),
-			PriceFloor:      n.p2p.cfg.PriceFloor,
-			Wallet:          n.wallet.Address().String(),
-			SoftwareVersion: truncateVersion(n.cfg.Version),
-			TTLSecs:         int(n.p2p.cfg.AdvertTTL / time.Second),
-		}
-		if a.GPUs == nil {
-			a.GPUs = []node3.GPU{}
-		}
-		a.IssuedAt = n.cfg.Now()
-		if err := n.p2p.pn.PublishAdvert(ctx, a); err != nil {
-			if ctx.Err() == nil {
-				n.log.Warn("publishing the provider advert failed", "err", err)
-			}
-			return
-		}
-		a.Peer = n.p2p.pn.ID()
-		n.p2p.table.put(a, a.IssuedAt) // our own: gossip does not echo it back
-		last = time.Now()
-	}
-	// A publish before any peer is on the topic reaches nobody: the first
-	// advert waits for one (at most an interval).
-	topic := p2p.ProvidersTopic(n.p2p.pn.Network())
-	for deadline := time.Now().Add(n.p2p.cfg.AdvertInterval); len(n.p2p.pn.TopicPeers(topic)) == 0 && time.Now().Before(deadline); {
-		t := time.NewTimer(50 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-	publish()
-	tick := time.NewTicker(n.p2p.cfg.AdvertInterval)
-	defer tick.Stop()
-	soon := time.NewTimer(time.Hour)
-	soon.Stop()
-	defer soon.Stop()
-	pending := false
-	// Under push dispatch an advert is for discovery only (capacity goes
-	// over the work streams): it is not re-sent when capacity changes,
-	// which on a busy network would be every provider, every second, to
-	// every node.
-	changed := n.prov.CapacityChanged()
-	if n.p2p.cfg.Push {
-		changed = nil
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			publish()
-		case <-changed:
-			if wait := advertMinGap - time.Since(last); wait > 0 {
-				if !pending {
-					pending = true
-					soon.Reset(wait)
-				}
-				continue
-			}
-			publish()
-		case <-soon.C:
-			pending = false
-			publish()
-		}
-	}
-}
-
-func truncateVersion(v string) string { return node3.Truncate(v, 64) }
 
 // P2P is the node's libp2p node (nil without p2p), for tests, the harness
 // and benchmarks.
@@ -379,7 +303,7 @@ func (n *Node) p2pStatus() *httpapi.P2PStatus {
 		Peers:               pn.PeerCount(),
 		Topics:              []httpapi.TopicStatus{},
 		TrustedCoordinators: []string{},
-		ProvidersKnown:      n.p2p.table.size(),
+		ProvidersKnown:      n.p2p.table.Len(),
 		Transport:           "none",
 	}
 	for _, a := range pn.Addrs() {
@@ -420,16 +344,16 @@ const boardMaxAge = 2 * time.Second
 // gossipAgents lists the providers whose adverts this node holds.
 func (n *Node) gossipAgents() []httpapi.AgentView {
 	now := n.cfg.Now()
-	entries := n.p2p.table.list(now)
+	entries := n.p2p.table.List(now)
 	out := make([]httpapi.AgentView, 0, len(entries))
 	for _, e := range entries {
 		a := node3.Agent{
-			ID:            e.ad.Peer.String(),
-			WalletAddress: e.ad.Wallet,
-			GPUs:          e.ad.GPUs,
-			Version:       e.ad.SoftwareVersion,
-			RegisteredAt:  e.first,
-			LastSeen:      e.ad.IssuedAt,
+			ID:            e.Advert.Peer.String(),
+			WalletAddress: e.Advert.Wallet,
+			GPUs:          e.Advert.GPUs,
+			Version:       e.Advert.SoftwareVersion,
+			RegisteredAt:  e.First,
+			LastSeen:      e.Advert.IssuedAt,
 		}
 		if len(a.GPUs) > 0 {
 			a.GPUModel, a.GPUVendor, a.GPUMemory = a.GPUs[0].Model, a.GPUs[0].Vendor, a.GPUs[0].MemoryBytes
@@ -437,98 +361,4 @@ func (n *Node) gossipAgents() []httpapi.AgentView {
 		out = append(out, httpapi.ViewAgent(a, true))
 	}
 	return out
-}
-
-// providerTable holds the latest advert of every provider, until it
-// expires. Every p2p node keeps one.
-type providerTable struct {
-	mu  sync.Mutex
-	ads map[peer.ID]tableEntry
-	ops int
-}
-
-type tableEntry struct {
-	ad    p2p.ProviderAdvert
-	id    string    // ad.Peer as a string
-	first time.Time // when this node first heard of the provider
-}
-
-// maxProviders bounds the table; adverts of new providers past it are
-// dropped until some expire.
-const maxProviders = 50_000
-
-func newProviderTable() *providerTable {
-	return &providerTable{ads: make(map[peer.ID]tableEntry)}
-}
-
-func (t *providerTable) put(a p2p.ProviderAdvert, now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.ops++; t.ops%1024 == 0 {
-		t.pruneLocked(now)
-	}
-	e, ok := t.ads[a.Peer]
-	if !ok {
-		if len(t.ads) >= maxProviders {
-			return
-		}
-		e.first, e.id = now, a.Peer.String()
-	} else if a.Seq != 0 && e.ad.Seq > a.Seq {
-		return // an older advert than the one we hold
-	}
-	e.ad = a
-	t.ads[a.Peer] = e
-}
-
-func (t *providerTable) get(p peer.ID, now time.Time) (p2p.ProviderAdvert, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.ads[p]
-	if !ok || now.After(e.ad.Expires()) {
-		return p2p.ProviderAdvert{}, false
-	}
-	return e.ad, true
-}
-
-func (t *providerTable) pruneLocked(now time.Time) {
-	for id, e := range t.ads {
-		if now.After(e.ad.Expires()) {
-			delete(t.ads, id)
-		}
-	}
-}
-
-// list returns the live entries, by peer ID.
-func (t *providerTable) list(now time.Time) []tableEntry {
-	t.mu.Lock()
-	t.pruneLocked(now)
-	out := make([]tableEntry, 0, len(t.ads))
-	for _, e := range t.ads {
-		out = append(out, e)
-	}
-	t.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ad.Peer < out[j].ad.Peer })
-	return out
-}
-
-// rivals lists the live adverts for claim ranking.
-func (t *providerTable) rivals(now time.Time) []provider.Rival {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]provider.Rival, 0, len(t.ads))
-	for _, e := range t.ads {
-		if now.After(e.ad.Expires()) {
-			continue
-		}
-		out = append(out, provider.Rival{Peer: e.id, GPUs: e.ad.GPUs, Free: e.ad.FreeSlots})
-	}
-	return out
-}
-
-// size is the number of providers in the table, expired ones included
-// until the next prune.
-func (t *providerTable) size() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.ads)
 }
