@@ -331,8 +331,11 @@ func (n *Node) p2pStatus() *httpapi.P2PStatus {
 // gossipJobs lists the open jobs this provider heard of, oldest first.
 func (n *Node) gossipJobs(ctx context.Context) []node3.Job {
 	if n.p2p.noBoard {
-		// Off the jobs topic: the board is only as fresh as its last sync.
-		n.p2p.gossip.Refresh(ctx, boardMaxAge)
+		// Off the jobs topic: the board is only as fresh as its last
+		// sync. A coordinator out of reach leaves it as it was.
+		rctx, cancel := context.WithTimeout(ctx, boardRefreshTimeout)
+		n.p2p.gossip.Refresh(rctx, boardMaxAge)
+		cancel()
 	}
 	return n.p2p.gossip.OpenJobs(n.cfg.Now(), 100)
 }
@@ -340,6 +343,10 @@ func (n *Node) gossipJobs(ctx context.Context) []node3.Job {
 // boardMaxAge is how old the open board of a node off the jobs topic may
 // be when its marketplace view is asked for.
 const boardMaxAge = 2 * time.Second
+
+// boardRefreshTimeout bounds how long the marketplace view waits for a
+// sync.
+const boardRefreshTimeout = 3 * time.Second
 
 // gossipAgents lists the providers whose adverts this node holds.
 func (n *Node) gossipAgents() []httpapi.AgentView {
