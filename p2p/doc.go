@@ -34,9 +34,10 @@
 //
 // # Topics
 //
-// Every node subscribes to, and so relays, two topics:
+// Every node subscribes to, and so relays, two topics (one started with
+// Config.NoBoard stays off the jobs topic):
 //
-//	/node3/<network>/jobs/1       JobPosting: new jobs and status updates
+//	/node3/<network>/jobs/1       PostingBatch or JobPosting: new jobs and status updates
 //	/node3/<network>/providers/1  ProviderAdvert: a provider's GPUs and terms
 //
 // GossipSub runs with StrictSign (every message carries its author's peer
@@ -69,6 +70,10 @@
 // floor in lamports, Solana wallet, software version, a sequence number,
 // issued-at and a TTL of at most an hour. PublishJob and PublishAdvert fill
 // the version, author, time and a rising sequence number when left empty.
+// A PostingBatch (PublishJobs) carries up to MaxBatchPostings postings of
+// its coordinator under one signature; handlers get them one by one, each
+// validated as if it came alone, except that one posting no honest
+// coordinator signs rejects the whole batch.
 //
 // # Trust model and validation
 //
