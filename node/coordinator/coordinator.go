@@ -335,18 +335,21 @@ func (c *Coordinator) Accept(ctx context.Context, a node3.Agent, jobID, wallet s
 			return node3.Job{}, err
 		}
 	}
-	j, err := c.led.Job(ctx, jobID)
-	if err != nil {
-		return j, err
-	}
-	if _, peer := p2p.AgentPeer(a.ID); !peer && !(j.Status.Leased() && j.AgentID == a.ID) {
-		// libp2p providers announce their capacity on their own streams
-		// (the dispatch issue); HTTP agents declared theirs at registration.
-		c.mu.Lock()
-		_, held := c.sched.Holds(a.ID)
-		c.mu.Unlock()
-		if held >= a.Capacity() {
-			return node3.Job{}, node3.Errorf(node3.CodeConflict, "this agent holds %d jobs, its declared capacity: finish one first", held)
+	// HTTP agents declared their capacity at registration; libp2p
+	// providers announce theirs on their work streams, and the scheduler
+	// grants within it.
+	if _, peer := p2p.AgentPeer(a.ID); !peer {
+		j, err := c.led.Job(ctx, jobID)
+		if err != nil {
+			return j, err
+		}
+		if !(j.Status.Leased() && j.AgentID == a.ID) {
+			c.mu.Lock()
+			_, held := c.sched.Holds(a.ID)
+			c.mu.Unlock()
+			if held >= a.Capacity() {
+				return node3.Job{}, node3.Errorf(node3.CodeConflict, "this agent holds %d jobs, its declared capacity: finish one first", held)
+			}
 		}
 	}
 	return c.transition(ctx, jobID, ledger.Event{Kind: ledger.EvAccept, AgentID: a.ID, Lease: c.cfg.Lease, Wallet: wallet, GPUs: a.GPUs})

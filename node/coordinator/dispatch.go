@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/node3/node3"
@@ -238,10 +239,14 @@ func (d *Dispatch) grant(ctx context.Context, g schedule.Grant) {
 			d.log.Warn(why, "job", g.JobID, "provider", g.Provider, "err", err)
 		}
 	}
-	agent, err := d.led.Agent(ctx, g.Provider)
-	if err != nil {
-		abort("granting a job: the provider's agent", err)
-		return
+	// The agent its announcement wrote (connect); the ledger's if not.
+	agent, ok := d.agentOf(g.Provider)
+	if !ok {
+		var err error
+		if agent, err = d.led.Agent(ctx, g.Provider); err != nil {
+			abort("granting a job: the provider's agent", err)
+			return
+		}
 	}
 	j, err := d.cfg.Coordinator.Accept(ctx, agent, g.JobID, "")
 	if err != nil {
@@ -268,6 +273,15 @@ func (d *Dispatch) grant(ctx context.Context, g schedule.Grant) {
 		return // the ack deadline gives it back
 	}
 	d.metrics.grants.WithLabelValues("granted").Inc()
+}
+
+// agentOf is provider id's ledger agent as its announcement recorded it.
+func (d *Dispatch) agentOf(id string) (node3.Agent, bool) {
+	p, err := peer.Decode(id)
+	if err != nil {
+		return node3.Agent{}, false
+	}
+	return d.cfg.Gossip.knownAgent(p)
 }
 
 func (d *Dispatch) ackTimeout() time.Duration {

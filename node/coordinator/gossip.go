@@ -342,6 +342,15 @@ func (cp *Gossip) upsertAgent(ctx context.Context, p peer.ID, want node3.Agent) 
 	return a, nil
 }
 
+// knownAgent returns the ledger agent this coordinator last wrote or read
+// for peer p, if it holds one.
+func (cp *Gossip) knownAgent(p peer.ID) (node3.Agent, bool) {
+	cp.amu.Lock()
+	defer cp.amu.Unlock()
+	a, ok := cp.agents[p]
+	return a, ok
+}
+
 // agentFor returns the ledger agent of the claiming peer, creating or
 // updating it from the claim (and the peer's advert, for what the claim
 // leaves out).
