@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"slices"
+	"time"
 
 	"github.com/node3/node3"
 )
@@ -53,4 +54,25 @@ func (b *board) update(j node3.Job) {
 		clear(b.order[len(live):])
 		b.order, b.dead = live, 0
 	}
+}
+
+// page returns up to limit available jobs unexpired at now with ids after
+// after ("" for the first page), in id (creation) order.
+func (b *board) page(after string, limit int, now time.Time) []node3.Job {
+	i := 0
+	if after != "" {
+		i, _ = slices.BinarySearch(b.order, after)
+		if i < len(b.order) && b.order[i] == after {
+			i++
+		}
+	}
+	var out []node3.Job
+	for ; i < len(b.order) && len(out) < limit; i++ {
+		j, ok := b.jobs[b.order[i]]
+		if !ok || !now.Before(j.ExpiresAt) {
+			continue
+		}
+		out = append(out, j)
+	}
+	return out
 }

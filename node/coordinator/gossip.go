@@ -481,20 +481,5 @@ func (cp *Gossip) HandleSync(ctx context.Context, from peer.ID, req p2p.SyncRequ
 func (c *Coordinator) openJobs(after string, limit int, now time.Time) []node3.Job {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i := 0
-	if after != "" {
-		i, _ = slices.BinarySearch(c.board.order, after)
-		if i < len(c.board.order) && c.board.order[i] == after {
-			i++
-		}
-	}
-	var out []node3.Job
-	for ; i < len(c.board.order) && len(out) < limit; i++ {
-		j, ok := c.board.jobs[c.board.order[i]]
-		if !ok || !now.Before(j.ExpiresAt) {
-			continue
-		}
-		out = append(out, j)
-	}
-	return out
+	return c.board.page(after, limit, now)
 }
