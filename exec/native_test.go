@@ -23,30 +23,13 @@ import (
 	"time"
 
 	"github.com/node3/node3"
+	"github.com/node3/node3/internal/syncbuf"
 )
-
-// syncBuffer is a log sink several goroutines may write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type testNative struct {
 	*Native
 	workDir string
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 }
 
 // newTestNative builds a Native on a fresh work dir that must be empty
@@ -54,7 +37,7 @@ type testNative struct {
 func newTestNative(t *testing.T, mod func(*Config)) testNative {
 	t.Helper()
 	dir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cfg := Config{
 		WorkDir:           dir,
 		AllowCommands:     true,

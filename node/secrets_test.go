@@ -12,30 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/node3/node3/internal/syncbuf"
 )
 
 const rpcSecret = "SECRETfeed5eed77"
-
-// syncBuffer collects log output from the node's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRPCSecretNeverShown runs a coordinator whose SOLANA_RPC_URL carries
 // an API key in its userinfo, path and query, against an endpoint that
@@ -61,7 +44,7 @@ func TestRPCSecretNeverShown(t *testing.T) {
 	defer srv.Close()
 	rpcURL := strings.Replace(srv.URL, "://", "://user:"+rpcSecret+"@", 1) + "/" + rpcSecret + "/?api-key=" + rpcSecret
 
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	n, err := New(context.Background(), Config{
 		DataDir:           t.TempDir(),
 		Coordinator:       true,
@@ -181,7 +164,7 @@ func TestStartTightensPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	n, err := New(context.Background(), Config{
 		DataDir: dir, Coordinator: true, MarketplaceListen: "127.0.0.1:0", NodeListen: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),

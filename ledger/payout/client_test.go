@@ -1,7 +1,6 @@
 package payout
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/gagliardetto/solana-go/rpc/jsonrpc"
 
 	"github.com/node3/node3"
+	"github.com/node3/node3/internal/syncbuf"
 	"github.com/node3/node3/ledger"
 	"github.com/node3/node3/ledger/wallet"
 )
@@ -51,24 +50,6 @@ func newBadRPC(t testing.TB) *badRPC {
 	t.Cleanup(b.srv.Close)
 	b.url = strings.Replace(b.srv.URL, "://", "://user:"+secret+"@", 1) + "/" + secret + "0123456789/?api-key=" + secret
 	return b
-}
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestClientErrorsCarryNoSecret(t *testing.T) {
@@ -139,7 +120,7 @@ func TestEngineLogsNoSecret(t *testing.T) {
 	}
 	complete(t, led, a, 1_000_000)
 
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	client := NewClient(b.url)
 	defer client.Close()
 	e := &env{t: t, led: led, payer: payer, client: client}
