@@ -155,6 +155,14 @@ func (g *gate) finish(id string) {
 
 func start(t *testing.T, tr *testTransport, ex Executor, slots int, gpus ...node3.GPU) (*Provider, *ledger.Ledger) {
 	t.Helper()
+	p, led, _ := startStoppable(t, tr, ex, slots, gpus...)
+	return p, led
+}
+
+// startStoppable is start, with a stop that returns once Run has: every
+// run, delivery and outbox write it began has finished.
+func startStoppable(t *testing.T, tr *testTransport, ex Executor, slots int, gpus ...node3.GPU) (*Provider, *ledger.Ledger, func()) {
+	t.Helper()
 	led, err := ledger.Open(ledger.Config{Dir: t.TempDir(), NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -163,12 +171,15 @@ func start(t *testing.T, tr *testTransport, ex Executor, slots int, gpus ...node
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
-	t.Cleanup(func() {
+	stop := func() {
 		cancel()
 		<-done
+	}
+	t.Cleanup(func() {
+		stop()
 		led.Close()
 	})
-	return p, led
+	return p, led, stop
 }
 
 func until(t *testing.T, tr *testTransport, what string, cond func() bool) {
@@ -233,29 +244,21 @@ func TestCapacity(t *testing.T) {
 func TestOutboxRetriesWithAttempt(t *testing.T) {
 	tr, g := newTestTransport(), newGate()
 	tr.completeFails = 2
-	_, led := start(t, tr, g, 1)
+	_, led, stop := startStoppable(t, tr, g, 1)
 	tr.offer(jobs("a")...)
 	<-g.started
 	g.finish("a")
 	until(t, tr, "three deliveries", func() bool { return len(tr.completes["a"]) == 3 })
+	// Stopped, the provider has finished the third delivery, and so
+	// removed it from the outbox.
+	stop()
 	for _, a := range append(tr.completes["a"], tr.beats["a"]...) {
 		if a != 3 {
 			t.Fatalf("reports and heartbeats named attempts %v and %v, want 3", tr.completes["a"], tr.beats["a"])
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		pending, err := led.PendingReports(context.Background(), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(pending) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the delivered report is still in the outbox: %+v", pending)
-		}
-		time.Sleep(time.Millisecond)
+	if pending, err := led.PendingReports(context.Background(), 0); err != nil || len(pending) != 0 {
+		t.Fatalf("the delivered report is still in the outbox: %+v (%v)", pending, err)
 	}
 }
 
