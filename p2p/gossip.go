@@ -268,23 +268,27 @@ func (n *Node) PublishJob(ctx context.Context, p JobPosting) error {
 func (n *Node) PublishJobs(ctx context.Context, ps []JobPosting) (int, error) {
 	const envelope = 128 // {"v":1,"coordinator":"…","postings":[…]}
 	budget := MaxJobMessageSize - envelope
+	// The envelope is written around the postings' own encodings (a
+	// PostingBatch through json.Marshal would scan each one again).
+	head := fmt.Sprintf(`{"v":%d,"coordinator":%q,"postings":[`, Version, n.self.String())
 	var (
 		sent  int
-		parts []json.RawMessage
+		parts [][]byte
 		size  int
 	)
 	flush := func() error {
 		if len(parts) == 0 {
 			return nil
 		}
-		data, err := json.Marshal(struct {
-			Version     int               `json:"v"`
-			Coordinator peer.ID           `json:"coordinator"`
-			Postings    []json.RawMessage `json:"postings"`
-		}{Version, n.self, parts})
-		if err != nil {
-			return fmt.Errorf("publish postings: encode: %w", err)
+		data := make([]byte, 0, len(head)+size+2)
+		data = append(data, head...)
+		for i, b := range parts {
+			if i > 0 {
+				data = append(data, ',')
+			}
+			data = append(data, b...)
 		}
+		data = append(data, "]}"...)
 		if err := n.jobsTopic.Publish(ctx, data); err != nil {
 			return fmt.Errorf("publish %d postings: %w", len(parts), err)
 		}
