@@ -156,6 +156,12 @@ func protocolID(network, name string) protocol.ID {
 // Handle serves protocol p with h until Close. A later Handle for the same
 // protocol replaces the handler.
 func (n *Node) Handle(p protocol.ID, h Handler) {
+	n.setStreamHandler(p, func(s network.Stream) { n.serve(p, h, s) })
+}
+
+// setStreamHandler registers sh for protocol p, to be removed at Close;
+// a closing node registers nothing.
+func (n *Node) setStreamHandler(p protocol.ID, sh network.StreamHandler) {
 	n.lifeMu.Lock()
 	if n.closing {
 		n.lifeMu.Unlock()
@@ -163,7 +169,7 @@ func (n *Node) Handle(p protocol.ID, h Handler) {
 	}
 	n.protocols[p] = struct{}{}
 	n.lifeMu.Unlock()
-	n.host.SetStreamHandler(p, func(s network.Stream) { n.serve(p, h, s) })
+	n.host.SetStreamHandler(p, sh)
 }
 
 func (n *Node) serve(p protocol.ID, h Handler, s network.Stream) {

@@ -233,18 +233,10 @@ func (c *WorkConn) closeWith(reason string, err error) {
 // network blip must not wait for the old stream to time out). A later
 // HandleWork replaces h for new streams.
 func (n *Node) HandleWork(h func(c *WorkConn)) {
-	p := WorkProtocol(n.cfg.Network)
-	n.lifeMu.Lock()
-	if n.closing {
-		n.lifeMu.Unlock()
-		return
-	}
-	n.protocols[p] = struct{}{}
-	n.lifeMu.Unlock()
 	n.work.mu.Lock()
 	n.work.handler = h
 	n.work.mu.Unlock()
-	n.host.SetStreamHandler(p, n.serveWork)
+	n.setStreamHandler(WorkProtocol(n.cfg.Network), n.serveWork)
 }
 
 func (n *Node) serveWork(s network.Stream) {
